@@ -1,0 +1,212 @@
+//! `wasmshim image build`: an OCI image archive with one Wasm module.
+//!
+//! The image has the shape of Docker's `--platform wasi/wasm` images: one
+//! uncompressed layer holding the module, `os: wasi`, `architecture: wasm`,
+//! and the module's path as the entrypoint. The archive is an OCI image
+//! layout (`oci-layout`, `index.json`, `blobs/sha256/…`) in a tar file.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfigurationBuilder,
+    ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
+    Sha256Digest,
+};
+use sha2::{Digest as _, Sha256};
+
+/// Arguments of `wasmshim image build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// The .wasm module to package.
+    module: PathBuf,
+    /// Image reference, e.g. `docker.io/library/hello:latest`.
+    #[arg(long)]
+    name: String,
+    /// Path of the module inside the image (default: `/<file name>`).
+    #[arg(long)]
+    path: Option<String>,
+    /// Default argument after the module (repeatable): the image's `Cmd`.
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Environment variable `KEY=VALUE` (repeatable).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+/// Builds the image archive described by `args`.
+pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
+    if !wasmshim::engine::has_wasm_magic(&wasm) {
+        bail!("{} is not a WebAssembly module", args.module.display());
+    }
+    for kv in &args.env {
+        if !kv.contains('=') {
+            bail!("--env {kv}: expected KEY=VALUE");
+        }
+    }
+    let path = match &args.path {
+        Some(p) if p.starts_with('/') => p.clone(),
+        Some(p) => bail!("--path {p}: must be absolute"),
+        None => {
+            let file = args
+                .module
+                .file_name()
+                .context("module path has no file name")?;
+            format!("/{}", file.to_string_lossy())
+        }
+    };
+    let (repo, tag) = split_reference(&args.name);
+
+    let layer = layer_tar(&path, &wasm)?;
+    let layer_desc = descriptor(MediaType::ImageLayer, &layer)?;
+
+    let config = ImageConfigurationBuilder::default()
+        .architecture(Arch::Wasm)
+        .os(Os::Other("wasi".into()))
+        .config(
+            ConfigBuilder::default()
+                .entrypoint(vec![path.clone()])
+                .cmd(args.args.clone())
+                .env(args.env.clone())
+                .working_dir("/")
+                .build()?,
+        )
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(vec![layer_desc.digest().to_string()])
+                .build()?,
+        )
+        .build()?;
+    let config = serde_json::to_vec(&config)?;
+    let config_desc = descriptor(MediaType::ImageConfig, &config)?;
+
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(vec![layer_desc])
+        .build()?;
+    let manifest = serde_json::to_vec(&manifest)?;
+    let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
+    manifest_desc.set_platform(Some(
+        PlatformBuilder::default()
+            .architecture(Arch::Wasm)
+            .os(Os::Other("wasi".into()))
+            .build()?,
+    ));
+    manifest_desc.set_annotations(Some(HashMap::from([
+        (
+            "io.containerd.image.name".to_string(),
+            format!("{repo}:{tag}"),
+        ),
+        (
+            "org.opencontainers.image.ref.name".to_string(),
+            tag.to_string(),
+        ),
+    ])));
+
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc])
+        .build()?;
+    let index = serde_json::to_vec(&index)?;
+
+    let out = std::fs::File::create(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let mut archive = tar::Builder::new(out);
+    append(
+        &mut archive,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    append(&mut archive, "index.json", &index, 0o644)?;
+    for blob in [&layer, &config, &manifest] {
+        append(
+            &mut archive,
+            &format!("blobs/sha256/{}", sha256_hex(blob)),
+            blob,
+            0o644,
+        )?;
+    }
+    archive.into_inner()?.flush()?;
+    eprintln!(
+        "wrote {} ({repo}:{tag}, entrypoint {path})",
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Splits `repo[:tag]` (the tag defaults to `latest`; a registry port is not a tag).
+fn split_reference(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (name, "latest"),
+    }
+}
+
+/// A tar layer holding `wasm` at `path`.
+fn layer_tar(path: &str, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut layer = tar::Builder::new(Vec::new());
+    append(&mut layer, path.trim_start_matches('/'), wasm, 0o755)?;
+    Ok(layer.into_inner()?)
+}
+
+fn append<W: Write>(
+    archive: &mut tar::Builder<W>,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_cksum();
+    archive.append_data(&mut header, path, data)?;
+    Ok(())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn descriptor(media_type: MediaType, data: &[u8]) -> anyhow::Result<Descriptor> {
+    let digest: Digest = Sha256Digest::from_str(&sha256_hex(data))?.into();
+    Ok(DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(digest)
+        .size(data.len() as u64)
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_defaults_to_latest_and_keeps_registry_port() {
+        assert_eq!(split_reference("hello"), ("hello", "latest"));
+        assert_eq!(
+            split_reference("docker.io/x/hello:v1"),
+            ("docker.io/x/hello", "v1")
+        );
+        assert_eq!(
+            split_reference("localhost:5000/hello"),
+            ("localhost:5000/hello", "latest")
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The engine layer: what a WebAssembly runtime must do for the shim.
+//!
+//! An engine sees a [`RunSpec`] (module path, entry function, argv, env,
+//! preopened directories), never the OCI spec. It runs inside the per-container
+//! worker process (see `docs/process-model.md`), so stdio are the process's own
+//! file descriptors 0, 1 and 2 and stopping it is a signal to that process.
+//! Adding an engine is one file implementing [`Engine`] and [`PreparedModule`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "wasmedge")]
+pub mod wasmedge;
+#[cfg(feature = "wasmtime")]
+pub mod wasmtime;
+
+/// Exit status of a container whose module trapped (128 + SIGABRT, as the wasmtime CLI reports).
+pub const EXIT_TRAP: i32 = 134;
+
+/// Everything an engine needs to run one module, derived from the OCI bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Host path of the `.wasm` file (inside the mounted rootfs).
+    pub module: PathBuf,
+    /// The module's path as the container spec names it, for messages.
+    pub module_name: String,
+    /// Exported function to call; `_start` unless the entrypoint says `path#function`.
+    pub entry: String,
+    /// argv as the module sees it (argv\[0\] is the module path).
+    pub args: Vec<String>,
+    /// Environment as `(key, value)` pairs.
+    pub env: Vec<(String, String)>,
+    /// Host directories the module may open, and where it sees them.
+    pub preopens: Vec<Preopen>,
+}
+
+impl RunSpec {
+    /// The value of environment variable `key`, if the spec sets it.
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One directory made visible to the module through WASI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preopen {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Absolute path at which the module sees it.
+    pub guest: String,
+    /// Refuse writes through this directory.
+    pub readonly: bool,
+}
+
+/// How a module run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The entry function returned (status 0) or the module called `proc_exit(n)`.
+    Exited(i32),
+    /// The module trapped or the engine failed while running it; the message says why.
+    Trapped(String),
+}
+
+impl Outcome {
+    /// The container exit status this outcome maps to.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Trapped(_) => EXIT_TRAP,
+        }
+    }
+}
+
+/// A WebAssembly runtime the shim can run modules with.
+pub trait Engine: Send + Sync {
+    /// Short name: the shim binary is `containerd-shim-<name>-v1`.
+    fn name(&self) -> &'static str;
+
+    /// Compiles `wasm`, links WASI and checks that `spec.entry` is an exported
+    /// function without parameters. Runs no guest code. Errors name the problem.
+    fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>>;
+}
+
+/// A compiled and linked module, ready to run on the calling thread.
+pub trait PreparedModule {
+    /// Instantiates the module and calls the entry function to completion.
+    fn run(self: Box<Self>) -> Outcome;
+}
+
+/// True when `bytes` start with the WebAssembly magic number `\0asm`.
+pub fn has_wasm_magic(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_detects_wasm_and_rejects_elf_and_text() {
+        assert!(has_wasm_magic(b"\0asm\x01\0\0\0"));
+        assert!(!has_wasm_magic(b"\x7fELF\x02\x01"));
+        assert!(!has_wasm_magic(b"#!/bin/sh\n"));
+        assert!(!has_wasm_magic(b"\0as"));
+    }
+
+    #[test]
+    fn trap_maps_to_documented_status() {
+        assert_eq!(Outcome::Exited(3).exit_status(), 3);
+        assert_eq!(
+            Outcome::Trapped("unreachable".into()).exit_status(),
+            EXIT_TRAP
+        );
+    }
+}

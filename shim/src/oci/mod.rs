@@ -1,0 +1,294 @@
+//! The input layer: an OCI bundle's `config.json` becomes a [`RunSpec`].
+//!
+//! Runs in the shim process at Create, after the rootfs is mounted. Follows
+//! runwasi's entrypoint convention: `process.args[0]` is the module's path in
+//! the rootfs (absolute, or relative to `process.cwd`), optionally suffixed
+//! `#function`; the rest of the args and `process.env` go to WASI; the rootfs is
+//! preopened at `/`, each bind mount at its destination.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::engine::{has_wasm_magic, Preopen, RunSpec};
+use crate::error::{Error, Result};
+
+/// The function a module runs when the entrypoint names none.
+pub const DEFAULT_ENTRY: &str = "_start";
+
+/// Reads `<bundle>/config.json` and resolves it into a [`RunSpec`].
+///
+/// Checks what can be checked without an engine: the module exists inside the
+/// rootfs and is WebAssembly (by its magic number).
+pub fn load_bundle(bundle: &Path) -> Result<RunSpec> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| {
+        Error::InvalidArgument(format!("cannot read OCI spec {}: {e}", config.display()))
+    })?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("OCI spec has no root".into()))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    run_spec(&spec, &rootfs)
+}
+
+/// Builds the [`RunSpec`] of `spec` whose root filesystem is at `rootfs` on the host.
+pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("OCI spec has no process".into()))?;
+    if process.terminal().unwrap_or(false) {
+        return Err(Error::InvalidArgument(
+            "a terminal (tty) is not supported for WebAssembly containers".into(),
+        ));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    let Some(first) = args.first() else {
+        return Err(Error::InvalidArgument(
+            "OCI spec has no process.args: the first arg must name the .wasm module".into(),
+        ));
+    };
+    let (module_name, entry) = split_entrypoint(first);
+    if module_name.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint '{first}' names no module"
+        )));
+    }
+    let cwd = process.cwd();
+    let module = resolve_in_rootfs(rootfs, cwd, Path::new(module_name));
+    check_module_file(&module, module_name, rootfs)?;
+
+    let env = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+
+    let root_readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let mut preopens = vec![Preopen {
+        host: rootfs.to_path_buf(),
+        guest: "/".into(),
+        readonly: root_readonly,
+    }];
+    preopens.extend(spec.mounts().iter().flatten().filter_map(bind_preopen));
+
+    let mut wasi_args = vec![module_name.to_string()];
+    wasi_args.extend(args[1..].iter().cloned());
+    Ok(RunSpec {
+        module,
+        module_name: module_name.to_string(),
+        entry: entry.to_string(),
+        args: wasi_args,
+        env,
+        preopens,
+    })
+}
+
+/// Splits `path#function` into the path and the function (default `_start`).
+pub fn split_entrypoint(arg: &str) -> (&str, &str) {
+    match arg.rsplit_once('#') {
+        Some((path, func)) if !func.is_empty() => (path, func),
+        Some((path, _)) => (path, DEFAULT_ENTRY),
+        None => (arg, DEFAULT_ENTRY),
+    }
+}
+
+/// Joins `path` (absolute, or relative to `cwd`) onto `rootfs` lexically, the way
+/// a chroot would: `..` never climbs above the rootfs.
+pub fn resolve_in_rootfs(rootfs: &Path, cwd: &Path, path: &Path) -> PathBuf {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        Path::new("/").join(cwd).join(path)
+    };
+    for component in full.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let mut resolved = rootfs.to_path_buf();
+    resolved.extend(parts);
+    resolved
+}
+
+/// Checks that `module` is a regular file inside `rootfs` starting with `\0asm`.
+fn check_module_file(module: &Path, name: &str, rootfs: &Path) -> Result<()> {
+    let real = module.canonicalize().map_err(|_| {
+        Error::NotFound(format!(
+            "WebAssembly module {name} not found in the container's rootfs"
+        ))
+    })?;
+    let real_root = rootfs
+        .canonicalize()
+        .map_err(|e| Error::internal(format!("rootfs {}", rootfs.display()), e))?;
+    if !real.starts_with(&real_root) {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {name} resolves outside the container's rootfs"
+        )));
+    }
+    if !real.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {name} is not a regular file"
+        )));
+    }
+    let mut magic = [0u8; 4];
+    let n = File::open(&real)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| Error::InvalidArgument(format!("cannot read entrypoint {name}: {e}")))?;
+    if !has_wasm_magic(&magic[..n]) {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {name} is not a WebAssembly module (it does not start with the \\0asm magic number)"
+        )));
+    }
+    Ok(())
+}
+
+/// The preopen for a bind mount; `None` for every other kind of mount.
+fn bind_preopen(mount: &Mount) -> Option<Preopen> {
+    let options = mount.options().clone().unwrap_or_default();
+    let is_bind = mount.typ().as_deref() == Some("bind")
+        || options.iter().any(|o| o == "bind" || o == "rbind");
+    if !is_bind {
+        return None;
+    }
+    let source = mount.source().as_ref()?;
+    if !source.is_dir() {
+        log::warn!(
+            "bind mount {} is not a directory; WASI can only preopen directories, skipping it",
+            source.display()
+        );
+        return None;
+    }
+    Some(Preopen {
+        host: source.clone(),
+        guest: mount.destination().to_string_lossy().into_owned(),
+        readonly: options.iter().any(|o| o == "ro"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{MountBuilder, ProcessBuilder, RootBuilder, SpecBuilder};
+
+    fn spec_with(args: &[&str], mounts: Vec<Mount>) -> Spec {
+        SpecBuilder::default()
+            .root(RootBuilder::default().path("rootfs").build().unwrap())
+            .process(
+                ProcessBuilder::default()
+                    .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .env(vec!["A=1".to_string(), "B=x=y".to_string()])
+                    .cwd("/app")
+                    .build()
+                    .unwrap(),
+            )
+            .mounts(mounts)
+            .build()
+            .unwrap()
+    }
+
+    fn rootfs_with(path: &str, bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
+        dir
+    }
+
+    #[test]
+    fn entrypoint_splits_function() {
+        assert_eq!(split_entrypoint("/a.wasm"), ("/a.wasm", "_start"));
+        assert_eq!(split_entrypoint("/a.wasm#run"), ("/a.wasm", "run"));
+        assert_eq!(split_entrypoint("a.wasm#"), ("a.wasm", "_start"));
+    }
+
+    #[test]
+    fn relative_module_resolves_against_cwd_and_never_escapes() {
+        let root = Path::new("/r");
+        assert_eq!(
+            resolve_in_rootfs(root, Path::new("/app"), Path::new("m.wasm")),
+            PathBuf::from("/r/app/m.wasm")
+        );
+        assert_eq!(
+            resolve_in_rootfs(root, Path::new("/app"), Path::new("/m.wasm")),
+            PathBuf::from("/r/m.wasm")
+        );
+        assert_eq!(
+            resolve_in_rootfs(root, Path::new("/"), Path::new("../../etc/passwd")),
+            PathBuf::from("/r/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn spec_becomes_run_spec() {
+        let rootfs = rootfs_with("/app/m.wasm", b"\0asm\x01\0\0\0");
+        let data = tempfile::tempdir().unwrap();
+        let mounts = vec![
+            MountBuilder::default()
+                .destination("/data")
+                .typ("bind")
+                .source(data.path())
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .unwrap(),
+            MountBuilder::default()
+                .destination("/proc")
+                .typ("proc")
+                .source("proc")
+                .build()
+                .unwrap(),
+        ];
+        let spec = spec_with(&["m.wasm#main", "x", "y"], mounts);
+        let run = run_spec(&spec, rootfs.path()).unwrap();
+        assert_eq!(run.module, rootfs.path().join("app/m.wasm"));
+        assert_eq!(run.entry, "main");
+        assert_eq!(run.args, vec!["m.wasm", "x", "y"]);
+        assert_eq!(run.env_var("B"), Some("x=y"));
+        assert_eq!(run.preopens.len(), 2);
+        assert_eq!(run.preopens[0].guest, "/");
+        assert!(!run.preopens[0].readonly);
+        assert_eq!(run.preopens[1].guest, "/data");
+        assert_eq!(run.preopens[1].host, data.path());
+        assert!(run.preopens[1].readonly);
+    }
+
+    #[test]
+    fn bad_entrypoints_are_named() {
+        let rootfs = rootfs_with("/bin/sh", b"\x7fELF\x02\x01\x01");
+        let err = run_spec(&spec_with(&["/bin/sh"], vec![]), rootfs.path()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+        assert!(
+            err.to_string()
+                .contains("/bin/sh is not a WebAssembly module"),
+            "{err}"
+        );
+
+        let err = run_spec(&spec_with(&["/missing.wasm"], vec![]), rootfs.path()).unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)));
+        assert!(err.to_string().contains("/missing.wasm not found"), "{err}");
+
+        let err = run_spec(&spec_with(&[], vec![]), rootfs.path()).unwrap_err();
+        assert!(err.to_string().contains("no process.args"), "{err}");
+    }
+}

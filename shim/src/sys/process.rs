@@ -1,0 +1,177 @@
+//! [`ProcessIsolation`]: one worker process per container.
+//!
+//! The shim re-executes its own binary as `<shim> __wasmshim_worker <id>` with
+//! the container's stdio on fds 0-2 and a control socket on fd 3, over which
+//! it speaks a line protocol (see [`super::worker`]):
+//!
+//! ```text
+//! shim -> worker   {RunSpec as JSON}\n
+//! worker -> shim   ok\n  |  err <message>\n       (module loaded, or why not)
+//! shim -> worker   start\n                        (Start; EOF instead ends the worker)
+//! worker -> shim   trap <message>\n               (only if the module trapped)
+//! ```
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+
+use super::worker::{CONTROL_FD, WORKER_ARG};
+use super::{Isolation, Spawned, Starter, StdioPaths};
+use crate::engine::RunSpec;
+use crate::error::{Error, Result};
+
+/// Runs every container in a worker process started from `exe`.
+#[derive(Debug, Clone)]
+pub struct ProcessIsolation {
+    exe: PathBuf,
+}
+
+impl ProcessIsolation {
+    /// Workers are started from the running shim binary.
+    pub fn current_exe() -> Result<Self> {
+        let exe =
+            std::env::current_exe().map_err(|e| Error::internal("locating the shim binary", e))?;
+        Ok(ProcessIsolation { exe })
+    }
+}
+
+#[async_trait]
+impl Isolation for ProcessIsolation {
+    async fn create(&self, id: &str, spec: &RunSpec, stdio: &StdioPaths) -> Result<Spawned> {
+        let files = stdio
+            .open()
+            .map_err(|e| Error::internal("opening the container's stdio", e))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::internal("creating the worker's control socket", e))?;
+        let theirs_fd = theirs.as_raw_fd();
+
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg(WORKER_ARG)
+            .arg(id)
+            .env_clear()
+            .stdin(Stdio::from(clone(&files.stdin)?))
+            .stdout(Stdio::from(clone(&files.stdout)?))
+            .stderr(Stdio::from(clone(&files.stderr)?));
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe functions (dup2, prctl) on descriptors that stay open.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The worker dies with the thread that forked it (the shim's runtime thread).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| Error::internal(format!("starting worker {}", self.exe.display()), e))?;
+        drop(theirs);
+        let pid = child.id().unwrap_or_default();
+
+        ours.set_nonblocking(true)
+            .map_err(|e| Error::internal("control socket", e))?;
+        let stream =
+            UnixStream::from_std(ours).map_err(|e| Error::internal("control socket", e))?;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+
+        let mut request =
+            serde_json::to_string(spec).map_err(|e| Error::internal("encoding RunSpec", e))?;
+        request.push('\n');
+        // A worker that died early closes the socket: its exit status tells more than EPIPE.
+        let _ = write.write_all(request.as_bytes()).await;
+        let reply = lines.next_line().await.ok().flatten();
+        match reply.as_deref() {
+            Some("ok") => {}
+            Some(line) => {
+                let _ = child.wait().await;
+                let message = line.strip_prefix("err ").unwrap_or(line);
+                return Err(Error::InvalidArgument(message.to_string()));
+            }
+            None => {
+                let status = child.wait().await.map(exit_status).unwrap_or(255);
+                return Err(Error::internal(
+                    "worker process",
+                    anyhow::anyhow!("exited with status {status} before loading the module"),
+                ));
+            }
+        }
+
+        let id = id.to_string();
+        let exit = Box::pin(async move {
+            let mut trap = None;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(message) = line.strip_prefix("trap ") {
+                    trap = Some(message.to_string());
+                }
+            }
+            let status = match child.wait().await {
+                Ok(status) => exit_status(status),
+                Err(e) => {
+                    log::error!("container {id}: waiting for worker {pid}: {e}");
+                    255
+                }
+            };
+            if let Some(message) = trap {
+                log::error!("container {id}: module trapped: {message}");
+            }
+            // Closing the shim's copies of the fifos gives their readers end-of-file.
+            drop(files);
+            status
+        });
+        Ok(Spawned {
+            pid,
+            starter: Box::new(ProcessStarter { control: write }),
+            exit,
+        })
+    }
+
+    fn signal(&self, pid: u32, signal: u32) -> Result<()> {
+        let sig = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        kill(Pid::from_raw(pid as i32), sig)
+            .map_err(|e| Error::internal(format!("sending {sig} to process {pid}"), e))
+    }
+}
+
+/// Tells a worker to start by writing `start` on its control socket.
+struct ProcessStarter {
+    control: OwnedWriteHalf,
+}
+
+#[async_trait]
+impl Starter for ProcessStarter {
+    async fn start(mut self: Box<Self>) -> Result<()> {
+        self.control
+            .write_all(b"start\n")
+            .await
+            .map_err(|e| Error::FailedPrecondition(format!("the container's process is gone: {e}")))
+    }
+}
+
+/// Exit status as containerd reports it: the code, or 128+n when killed by signal n.
+fn exit_status(status: std::process::ExitStatus) -> u32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u32,
+        (None, Some(signal)) => 128 + signal as u32,
+        (None, None) => 255,
+    }
+}
+
+fn clone(file: &std::fs::File) -> Result<std::fs::File> {
+    file.try_clone()
+        .map_err(|e| Error::internal("duplicating a stdio descriptor", e))
+}

@@ -1,0 +1,72 @@
+//! The worker process: the child side of [`super::process`].
+//!
+//! Runs as `<shim> __wasmshim_worker <id>`, single-threaded, with the
+//! container's stdio on fds 0-2 and the control socket on fd 3. It loads the
+//! module (reporting `ok` or `err <why>`), waits for `start`, runs the module,
+//! and exits with its status: `proc_exit(n)` → n, a trap →
+//! [`crate::engine::EXIT_TRAP`].
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use anyhow::Context;
+
+use crate::engine::{Engine, Outcome, RunSpec};
+
+/// First argument that turns the shim binary into a worker.
+pub const WORKER_ARG: &str = "__wasmshim_worker";
+
+/// File descriptor of the control socket in the worker.
+pub const CONTROL_FD: i32 = 3;
+
+/// Is this process a worker (started with [`WORKER_ARG`])?
+pub fn is_worker() -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
+}
+
+/// The worker's main: never returns.
+pub fn main(engine: &dyn Engine) -> ! {
+    // SAFETY: the shim dup2'd its end of a socketpair onto CONTROL_FD before
+    // exec (see process.rs); nothing else in this process owns that fd.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let mut reply = match control.try_clone() {
+        Ok(c) => c,
+        Err(_) => std::process::exit(255),
+    };
+    let mut lines = BufReader::new(control).lines();
+
+    let prepared = lines
+        .next()
+        .context("no RunSpec from the shim")
+        .and_then(|line| Ok(serde_json::from_str::<RunSpec>(&line?)?))
+        .and_then(|spec| {
+            let wasm = std::fs::read(&spec.module)
+                .with_context(|| format!("cannot read {}", spec.module_name))?;
+            engine.prepare(&wasm, &spec)
+        });
+    let prepared = match prepared {
+        Ok(p) => {
+            let _ = reply.write_all(b"ok\n");
+            p
+        }
+        Err(err) => {
+            let message = format!("{err:#}").replace('\n', " ");
+            let _ = writeln!(reply, "err {message}");
+            std::process::exit(1);
+        }
+    };
+
+    match lines.next() {
+        Some(Ok(line)) if line == "start" => {}
+        // The shim went away or deleted the container before starting it.
+        _ => std::process::exit(0),
+    }
+    let outcome = prepared.run();
+    let _ = std::io::stdout().flush();
+    if let Outcome::Trapped(message) = &outcome {
+        eprintln!("{}: {message}", engine.name());
+        let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
+    }
+    std::process::exit(outcome.exit_status());
+}

@@ -1,0 +1,104 @@
+//! [`ShimMain`]: the shim binary's life as containerd drives it: `start`
+//! (fork the server and print its address), serve, `delete` (clean up after a
+//! shim that died).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, Flags, StartOpts};
+
+use super::events::{timestamp, ContainerdEvents};
+use super::service::TaskService;
+use crate::sys::process::ProcessIsolation;
+use crate::sys::rootfs;
+
+/// Annotation with which the CRI plugin names a container's pod sandbox.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The shim's configuration of the `containerd-shim` crate.
+pub fn shim_config() -> Config {
+    Config {
+        // Workers are tokio children; tokio reaps them and reports their status.
+        no_reaper: true,
+        ..Default::default()
+    }
+}
+
+/// containerd's view of one shim process.
+pub struct ShimMain {
+    namespace: String,
+    id: String,
+    bundle: PathBuf,
+    exit: Arc<ExitSignal>,
+}
+
+#[async_trait]
+impl Shim for ShimMain {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
+        let bundle = if flags.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&flags.bundle)
+        };
+        ShimMain {
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            bundle,
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // Containers of one pod share a shim process, as with runc; others get their own.
+        let grouping = pod_sandbox_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        containerd_shim::asynchronous::util::write_str_to_file(
+            self.bundle.join("address"),
+            &address,
+        )
+        .await?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // The server of this container died: what it mounted must not outlive it.
+        // Its worker died with it (PR_SET_PDEATHSIG).
+        if let Err(e) = rootfs::unmount(&self.bundle.join("rootfs")) {
+            log::error!("container {}: {e}", self.id);
+        }
+        Ok(DeleteResponse {
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let isolation = ProcessIsolation::current_exe().expect("the shim binary has a path");
+        TaskService::new(
+            Arc::new(isolation),
+            Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
+            self.exit.clone(),
+        )
+    }
+}
+
+/// The pod sandbox id from the bundle's annotations, when the CRI plugin set one.
+fn pod_sandbox_id(bundle: &std::path::Path) -> Option<String> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    spec.annotations()
+        .as_ref()?
+        .get(SANDBOX_ID_ANNOTATION)
+        .cloned()
+}

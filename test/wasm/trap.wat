@@ -1,0 +1,4 @@
+;; Traps at once with `unreachable`.
+(module
+  (func (export "_start")
+    unreachable))
