@@ -1,4 +1,4 @@
-// Prints "sleeping" and sleeps for argv[1] seconds (default one hour): a long-running container.
+// Prints "sleeping N", sleeps N = argv[1] seconds (default one hour), prints "done": a long-running container.
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -8,5 +8,6 @@ int main(int argc, char **argv) {
     printf("sleeping %d\n", seconds);
     fflush(stdout);
     sleep(seconds);
+    printf("done\n");
     return 0;
 }

@@ -4,6 +4,7 @@
 //! uncompressed layer holding the module, `os: wasi`, `architecture: wasm`,
 //! and the module's path as the entrypoint. The archive is an OCI image
 //! layout (`oci-layout`, `index.json`, `blobs/sha256/…`) in a tar file.
+//! [`ImageSpec`] writes any single-layer image (the tests build busybox with it).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,22 +23,22 @@ use sha2::{Digest as _, Sha256};
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
     /// The .wasm module to package.
-    module: PathBuf,
+    pub module: PathBuf,
     /// Image reference, e.g. `docker.io/library/hello:latest`.
     #[arg(long)]
-    name: String,
+    pub name: String,
     /// Path of the module inside the image (default: `/<file name>`).
     #[arg(long)]
-    path: Option<String>,
+    pub path: Option<String>,
     /// Default argument after the module (repeatable): the image's `Cmd`.
     #[arg(long = "arg", allow_hyphen_values = true)]
-    args: Vec<String>,
+    pub args: Vec<String>,
     /// Environment variable `KEY=VALUE` (repeatable).
     #[arg(long = "env")]
-    env: Vec<String>,
+    pub env: Vec<String>,
     /// Output file.
     #[arg(short, long)]
-    output: PathBuf,
+    pub output: PathBuf,
 }
 
 /// Builds the image archive described by `args`.
@@ -63,88 +64,170 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
             format!("/{}", file.to_string_lossy())
         }
     };
-    let (repo, tag) = split_reference(&args.name);
-
-    let layer = layer_tar(&path, &wasm)?;
-    let layer_desc = descriptor(MediaType::ImageLayer, &layer)?;
-
-    let config = ImageConfigurationBuilder::default()
-        .architecture(Arch::Wasm)
-        .os(Os::Other("wasi".into()))
-        .config(
-            ConfigBuilder::default()
-                .entrypoint(vec![path.clone()])
-                .cmd(args.args.clone())
-                .env(args.env.clone())
-                .working_dir("/")
-                .build()?,
-        )
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(vec![layer_desc.digest().to_string()])
-                .build()?,
-        )
-        .build()?;
-    let config = serde_json::to_vec(&config)?;
-    let config_desc = descriptor(MediaType::ImageConfig, &config)?;
-
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(config_desc)
-        .layers(vec![layer_desc])
-        .build()?;
-    let manifest = serde_json::to_vec(&manifest)?;
-    let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
-    manifest_desc.set_platform(Some(
-        PlatformBuilder::default()
-            .architecture(Arch::Wasm)
-            .os(Os::Other("wasi".into()))
-            .build()?,
-    ));
-    manifest_desc.set_annotations(Some(HashMap::from([
-        (
-            "io.containerd.image.name".to_string(),
-            format!("{repo}:{tag}"),
-        ),
-        (
-            "org.opencontainers.image.ref.name".to_string(),
-            tag.to_string(),
-        ),
-    ])));
-
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![manifest_desc])
-        .build()?;
-    let index = serde_json::to_vec(&index)?;
-
+    let image = ImageSpec {
+        name: args.name.clone(),
+        os: "wasi".into(),
+        architecture: "wasm".into(),
+        entries: vec![LayerEntry::File {
+            path: path.clone(),
+            data: wasm,
+            mode: 0o755,
+        }],
+        entrypoint: vec![path.clone()],
+        cmd: args.args.clone(),
+        env: args.env.clone(),
+    };
     let out = std::fs::File::create(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    let mut archive = tar::Builder::new(out);
-    append(
-        &mut archive,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        0o644,
-    )?;
-    append(&mut archive, "index.json", &index, 0o644)?;
-    for blob in [&layer, &config, &manifest] {
-        append(
-            &mut archive,
-            &format!("blobs/sha256/{}", sha256_hex(blob)),
-            blob,
-            0o644,
-        )?;
-    }
-    archive.into_inner()?.flush()?;
+    image.write_archive(out)?;
     eprintln!(
-        "wrote {} ({repo}:{tag}, entrypoint {path})",
-        args.output.display()
+        "wrote {} ({}, entrypoint {path})",
+        args.output.display(),
+        args.name
     );
     Ok(())
+}
+
+/// One entry of the image's single layer.
+#[derive(Debug, Clone)]
+pub enum LayerEntry {
+    /// A regular file.
+    File {
+        /// Absolute path in the image.
+        path: String,
+        /// Contents.
+        data: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Absolute path in the image.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+}
+
+/// A single-layer image: what `write_archive` packs.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Reference, `repo[:tag]`.
+    pub name: String,
+    /// Platform OS (`wasi`, `linux`).
+    pub os: String,
+    /// Platform architecture (`wasm`, `amd64`).
+    pub architecture: String,
+    /// The layer's files.
+    pub entries: Vec<LayerEntry>,
+    /// The image's `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// The image's `Cmd`.
+    pub cmd: Vec<String>,
+    /// The image's `Env`, `KEY=VALUE`.
+    pub env: Vec<String>,
+}
+
+impl ImageSpec {
+    /// Writes the image as an OCI image layout in a tar stream.
+    pub fn write_archive(&self, out: impl Write) -> anyhow::Result<()> {
+        let (repo, tag) = split_reference(&self.name);
+        let os = Os::from(self.os.as_str());
+        let arch = Arch::from(self.architecture.as_str());
+
+        let layer = self.layer_tar()?;
+        let layer_desc = descriptor(MediaType::ImageLayer, &layer)?;
+        let config = ImageConfigurationBuilder::default()
+            .architecture(arch.clone())
+            .os(os.clone())
+            .config(
+                ConfigBuilder::default()
+                    .entrypoint(self.entrypoint.clone())
+                    .cmd(self.cmd.clone())
+                    .env(self.env.clone())
+                    .working_dir("/")
+                    .build()?,
+            )
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers")
+                    .diff_ids(vec![layer_desc.digest().to_string()])
+                    .build()?,
+            )
+            .build()?;
+        let config = serde_json::to_vec(&config)?;
+        let config_desc = descriptor(MediaType::ImageConfig, &config)?;
+
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_desc)
+            .layers(vec![layer_desc])
+            .build()?;
+        let manifest = serde_json::to_vec(&manifest)?;
+        let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
+        manifest_desc.set_platform(Some(
+            PlatformBuilder::default()
+                .architecture(arch)
+                .os(os)
+                .build()?,
+        ));
+        manifest_desc.set_annotations(Some(HashMap::from([
+            (
+                "io.containerd.image.name".to_string(),
+                format!("{repo}:{tag}"),
+            ),
+            (
+                "org.opencontainers.image.ref.name".to_string(),
+                tag.to_string(),
+            ),
+        ])));
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![manifest_desc])
+            .build()?;
+        let index = serde_json::to_vec(&index)?;
+
+        let mut archive = tar::Builder::new(out);
+        append(
+            &mut archive,
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+            0o644,
+        )?;
+        append(&mut archive, "index.json", &index, 0o644)?;
+        for blob in [&layer, &config, &manifest] {
+            append(
+                &mut archive,
+                &format!("blobs/sha256/{}", sha256_hex(blob)),
+                blob,
+                0o644,
+            )?;
+        }
+        archive.into_inner()?.flush()?;
+        Ok(())
+    }
+
+    fn layer_tar(&self) -> anyhow::Result<Vec<u8>> {
+        let mut layer = tar::Builder::new(Vec::new());
+        for entry in &self.entries {
+            match entry {
+                LayerEntry::File { path, data, mode } => {
+                    append(&mut layer, path.trim_start_matches('/'), data, *mode)?
+                }
+                LayerEntry::Symlink { path, target } => {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    header.set_mode(0o777);
+                    header.set_mtime(0);
+                    layer.append_link(&mut header, path.trim_start_matches('/'), target)?;
+                }
+            }
+        }
+        Ok(layer.into_inner()?)
+    }
 }
 
 /// Splits `repo[:tag]` (the tag defaults to `latest`; a registry port is not a tag).
@@ -153,13 +236,6 @@ fn split_reference(name: &str) -> (&str, &str) {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (name, "latest"),
     }
-}
-
-/// A tar layer holding `wasm` at `path`.
-fn layer_tar(path: &str, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut layer = tar::Builder::new(Vec::new());
-    append(&mut layer, path.trim_start_matches('/'), wasm, 0o755)?;
-    Ok(layer.into_inner()?)
 }
 
 fn append<W: Write>(

@@ -3,13 +3,15 @@
 //! - `wasmshim image build`: package a `.wasm` module as an OCI image archive
 //!   that `ctr image import` accepts (platform `wasi/wasm`).
 //! - `wasmshim check`: compile a module the way the shim will and report problems.
+//! - `wasmshim run`: run a module here, the way the shim's worker runs it.
 
-mod image;
+use wasmshim_cli::image;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use wasmshim::engine::wasmtime::WasmtimeEngine;
 use wasmshim::engine::{Engine, RunSpec};
 
 #[derive(Parser)]
@@ -29,6 +31,17 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+    /// Run a module here with wasmtime, as the shim would (the current directory preopened at `/`).
+    Run {
+        /// The .wasm file.
+        module: PathBuf,
+        /// Exported function to call.
+        #[arg(long, default_value = "_start")]
+        entry: String,
+        /// Arguments for the module.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Compile a module with wasmtime and check its entry function.
     Check {
@@ -51,11 +64,29 @@ fn main() -> anyhow::Result<()> {
         Command::Image {
             command: ImageCommand::Build(args),
         } => image::build(&args),
-        Command::Check { module, entry } => check(module, entry),
+        Command::Check { module, entry } => check(module, entry).map(|_| ()),
+        Command::Run {
+            module,
+            entry,
+            args,
+        } => {
+            let (wasm, mut spec) = load(module, entry)?;
+            spec.args.extend(args);
+            spec.preopens.push(wasmshim::engine::Preopen {
+                host: std::env::current_dir()?,
+                guest: "/".into(),
+                readonly: false,
+            });
+            let outcome = WasmtimeEngine::new().prepare(&wasm, &spec)?.run();
+            if let wasmshim::engine::Outcome::Trapped(message) = &outcome {
+                eprintln!("{message}");
+            }
+            std::process::exit(outcome.exit_status());
+        }
     }
 }
 
-fn check(module: PathBuf, entry: String) -> anyhow::Result<()> {
+fn load(module: PathBuf, entry: String) -> anyhow::Result<(Vec<u8>, RunSpec)> {
     let wasm = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
     anyhow::ensure!(
         wasmshim::engine::has_wasm_magic(&wasm),
@@ -71,9 +102,14 @@ fn check(module: PathBuf, entry: String) -> anyhow::Result<()> {
         env: Vec::new(),
         preopens: Vec::new(),
     };
-    wasmshim::engine::wasmtime::WasmtimeEngine::new()
+    Ok((wasm, spec))
+}
+
+fn check(module: PathBuf, entry: String) -> anyhow::Result<()> {
+    let (wasm, spec) = load(module, entry)?;
+    WasmtimeEngine::new()
         .prepare(&wasm, &spec)
-        .with_context(|| format!("checking {name}"))?;
-    println!("{name}: ok (entry '{}')", spec.entry);
+        .with_context(|| format!("checking {}", spec.module_name))?;
+    println!("{}: ok (entry '{}')", spec.module_name, spec.entry);
     Ok(())
 }

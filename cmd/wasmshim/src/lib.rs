@@ -1,0 +1,3 @@
+//! Library side of the `wasmshim` command line, shared with the integration tests.
+
+pub mod image;
