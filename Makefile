@@ -46,7 +46,7 @@ test: build unit check-wasmedge integration
 	$(MAKE) --no-print-directory bench QUICK=1
 
 unit:
-	$(CARGO) test --release --workspace --exclude wasmshim-integration
+	$(CARGO) test --release -p wasmshim -p wasmshim-cli
 
 integration:
 	$(CARGO) test --release -p wasmshim-integration
