@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod conformance;
 #[cfg(feature = "wasmedge")]
 pub mod wasmedge;
 #[cfg(feature = "wasmtime")]

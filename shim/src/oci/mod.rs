@@ -194,7 +194,13 @@ mod tests {
 
     fn spec_with(args: &[&str], mounts: Vec<Mount>) -> Spec {
         SpecBuilder::default()
-            .root(RootBuilder::default().path("rootfs").build().unwrap())
+            .root(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(false)
+                    .build()
+                    .unwrap(),
+            )
             .process(
                 ProcessBuilder::default()
                     .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
