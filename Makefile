@@ -53,7 +53,7 @@ integration:
 
 check-wasmedge:
 ifneq ($(WASMEDGE_FOUND),)
-	$(CARGO) test --release -p wasmshim --no-default-features --features wasmedge
+	LD_LIBRARY_PATH=$(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib $(CARGO) test --release -p wasmshim --no-default-features --features wasmedge
 else
 	DOCS_RS=1 $(CARGO) check -p wasmshim --no-default-features --features wasmedge
 	@echo "SKIPPED WasmEdge run tests: libwasmedge not found (install WasmEdge 0.17.1, set WASMEDGE_DIR); the wasmedge engine was type-checked only"

@@ -51,6 +51,10 @@ const CASES: &[(&str, Case)] = &[
     ("error_corrupt_module", error_corrupt_module),
 ];
 
+/// Cases for one engine only: (engine, name, case).
+const ENGINE_CASES: &[(&str, &str, Case)] =
+    &[("wasmedge", "reports_aot_or_interpreter", wasmedge_mode)];
+
 fn main() {
     let args = Arguments::from_args();
     let (engines, skipped) = engines();
@@ -70,6 +74,16 @@ fn main() {
                 })
                 .with_ignored_flag(gap),
             );
+        }
+    }
+    for (engine, name, case) in ENGINE_CASES {
+        if engines.contains(engine) {
+            let engine = engine.to_string();
+            let case = *case;
+            let id = format!("{engine}-{}", name.replace('_', "-"));
+            trials.push(Trial::test(format!("{engine}::{name}"), move || {
+                run_case(case, &engine, &id)
+            }));
         }
     }
     let needs_containerd = trials.iter().any(|t| !args.is_filtered_out(t));
@@ -531,4 +545,20 @@ fn error_missing_function(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 fn error_corrupt_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let out = env.containerd.run(Some(rt), &[&image("corrupt"), id]);
     expect_error(&out, "/corrupt.wasm is not a valid WebAssembly module")
+}
+
+/// WasmEdge compiles ahead of time where its library has the LLVM compiler and
+/// says which mode it runs in (debug level, in the shim log).
+fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let out = env.containerd.run(Some(rt), &[&image("hello"), id]);
+    expect_output(&out, &["Hello from WebAssembly"])?;
+    let log = env.containerd.log();
+    let aot = format!("container {id}: WasmEdge: running the AOT-compiled module");
+    let interpreter =
+        format!("container {id}: WasmEdge AOT compilation unavailable, running the interpreter");
+    ensure!(
+        log.contains(&aot) || log.contains(&interpreter),
+        "the shim log does not say how WasmEdge ran {id}"
+    );
+    Ok(())
 }

@@ -66,7 +66,7 @@ impl Containerd {
              state = \"{root}/state\"\n\
              disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{sock}\"\n\
-             [debug]\n  level = \"info\"\n",
+             [debug]\n  level = \"debug\"\n",
             root = root.display(),
             sock = socket.display()
         );

@@ -13,7 +13,7 @@ use wasmedge_sdk::config::{CommonConfigOptions, ConfigBuilder};
 use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
 use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
-use wasmedge_sdk::{params, ExternalInstanceType, Module, Store, Vm};
+use wasmedge_sdk::{params, ExternalInstanceType, LogManager, Module, Store, Vm};
 
 use super::{Engine, Outcome, PreparedModule, RunSpec};
 
@@ -41,6 +41,9 @@ impl Engine for WasmEdgeEngine {
     }
 
     fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>> {
+        // WasmEdge logs compile progress at info level to stderr, which is the
+        // container's: keep only its errors there.
+        LogManager::log_error_info();
         apply_wasmedge_env(spec);
         let config = engine_config()?;
         let mut module = Module::from_bytes(Some(&config), wasm)
@@ -138,8 +141,9 @@ impl PreparedWasmEdge {
             .map_err(|e| anyhow::anyhow!("instantiating: {e}"))?;
         let result = vm.run_func(None, &self.entry, params!());
         drop(vm);
+        // `proc_exit` ends the run either way; the WASI module holds the code (0 if never called).
         Ok(match result {
-            Ok(_) => Outcome::Exited(0),
+            Ok(_) => Outcome::Exited(wasi.exit_code() as i32),
             Err(e) if is_terminated(&e) => Outcome::Exited(wasi.exit_code() as i32),
             Err(e) => Outcome::Trapped(e.to_string()),
         })
@@ -162,7 +166,10 @@ mod aot {
     /// libwasmedge has no AOT compiler or compiling fails.
     pub fn compile(wasm: &[u8], config: &wasmedge_sdk::config::Config) -> Option<Module> {
         match try_compile(wasm, config) {
-            Ok(module) => Some(module),
+            Ok(module) => {
+                log::debug!("WasmEdge: running the AOT-compiled module");
+                Some(module)
+            }
             Err(e) => {
                 log::debug!("WasmEdge AOT compilation unavailable, running the interpreter: {e:#}");
                 None
@@ -173,21 +180,14 @@ mod aot {
     fn try_compile(wasm: &[u8], config: &wasmedge_sdk::config::Config) -> anyhow::Result<Module> {
         let compiler =
             wasmedge_sdk::Compiler::new(Some(config)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let dir = tempdir()?;
-        let result = compiler
-            .compile_from_bytes(wasm, "module", &dir)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|so| {
-                Module::from_file(Some(config), &so).map_err(|e| anyhow::anyhow!("{e}"))
-            });
-        // The shared object is mapped once loaded; the file is not needed any more.
-        let _ = std::fs::remove_dir_all(&dir);
-        result
-    }
-
-    fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-        let dir = std::env::temp_dir().join(format!("wasmshim-aot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
+        // The shared object is mapped once loaded; the directory goes when `dir` drops.
+        let dir = tempfile::Builder::new()
+            .prefix("wasmshim-aot.")
+            .tempdir()
+            .context("creating a directory for the AOT output")?;
+        let so = compiler
+            .compile_from_bytes(wasm, "module", dir.path())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Module::from_file(Some(config), &so).map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -9,6 +9,7 @@
 //! worker -> shim   ok\n  |  err <message>\n       (module loaded, or why not)
 //! shim -> worker   start\n                        (Start; EOF instead ends the worker)
 //! worker -> shim   trap <message>\n               (only if the module trapped)
+//! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
 //! ```
 
 use std::os::fd::AsRawFd;
@@ -93,7 +94,15 @@ impl Isolation for ProcessIsolation {
         request.push('\n');
         // A worker that died early closes the socket: its exit status tells more than EPIPE.
         let _ = write.write_all(request.as_bytes()).await;
-        let reply = lines.next_line().await.ok().flatten();
+        let reply = loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => match line.strip_prefix("log ") {
+                    Some(record) => relay_log(id, record),
+                    None => break Some(line),
+                },
+                _ => break None,
+            }
+        };
         match reply.as_deref() {
             Some("ok") => {}
             Some(line) => {
@@ -116,6 +125,8 @@ impl Isolation for ProcessIsolation {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(message) = line.strip_prefix("trap ") {
                     trap = Some(message.to_string());
+                } else if let Some(record) = line.strip_prefix("log ") {
+                    relay_log(&id, record);
                 }
             }
             let status = match child.wait().await {
@@ -160,6 +171,13 @@ impl Starter for ProcessStarter {
             .await
             .map_err(|e| Error::FailedPrecondition(format!("the container's process is gone: {e}")))
     }
+}
+
+/// Writes a worker's `<LEVEL> <message>` log record to the shim's log.
+fn relay_log(id: &str, record: &str) {
+    let (level, message) = record.split_once(' ').unwrap_or(("INFO", record));
+    let level = level.parse().unwrap_or(log::Level::Info);
+    log::log!(level, "container {id}: {message}");
 }
 
 /// Exit status as containerd reports it: the code, or 128+n when killed by signal n.

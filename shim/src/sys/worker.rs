@@ -2,13 +2,15 @@
 //!
 //! Runs as `<shim> __wasmshim_worker <id>`, single-threaded, with the
 //! container's stdio on fds 0-2 and the control socket on fd 3. It loads the
-//! module (reporting `ok` or `err <why>`), waits for `start`, runs the module,
+//! module (reporting `ok` or `err <why>`, and `log <level> <msg>` lines for the
+//! shim's log), waits for `start`, runs the module,
 //! and exits with its status: `proc_exit(n)` → n, a trap →
 //! [`crate::engine::EXIT_TRAP`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 
 use anyhow::Context;
 
@@ -34,6 +36,9 @@ pub fn main(engine: &dyn Engine) -> ! {
         Ok(c) => c,
         Err(_) => std::process::exit(255),
     };
+    if let Ok(socket) = reply.try_clone() {
+        relay_logs(socket);
+    }
     let mut lines = BufReader::new(control).lines();
 
     let prepared = lines
@@ -69,4 +74,29 @@ pub fn main(engine: &dyn Engine) -> ! {
         let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
     }
     std::process::exit(outcome.exit_status());
+}
+
+/// Sends the worker's `log` records to the shim as `log <level> <message>`
+/// lines; the shim writes them to its own log with the container id.
+fn relay_logs(socket: UnixStream) {
+    struct ControlLogger(Mutex<UnixStream>);
+
+    impl log::Log for ControlLogger {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record) {
+            let line = format!("{}", record.args()).replace('\n', " ");
+            if let Ok(mut socket) = self.0.lock() {
+                let _ = writeln!(socket, "log {} {line}", record.level());
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    if log::set_boxed_logger(Box::new(ControlLogger(Mutex::new(socket)))).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
 }
