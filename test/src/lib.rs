@@ -3,6 +3,7 @@
 //! compiled from `test/wasm`, images imported with `ctr image import`, and
 //! checks that a container left nothing behind.
 
+pub mod bench;
 pub mod modules;
 
 use std::path::{Path, PathBuf};
@@ -53,8 +54,14 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd with the shims of [`bin_dir`] first on its PATH.
+    /// Starts containerd with the shims of [`bin_dir`] first on its PATH,
+    /// logging at debug level (shim logs included) for test diagnostics.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_log_level("debug")
+    }
+
+    /// Starts containerd as [`Containerd::start`] does, logging at `level`.
+    pub fn start_with_log_level(level: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("wasmshim-containerd.")
             .tempdir()?;
@@ -66,7 +73,7 @@ impl Containerd {
              state = \"{root}/state\"\n\
              disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{sock}\"\n\
-             [debug]\n  level = \"debug\"\n",
+             [debug]\n  level = \"{level}\"\n",
             root = root.display(),
             sock = socket.display()
         );

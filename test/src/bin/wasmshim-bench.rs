@@ -1,0 +1,326 @@
+//! `make bench [QUICK=1]`: our shims against runc + busybox in one private containerd.
+//!
+//! Scenarios (see `wasmshim_integration::bench`): cold start, start to first
+//! byte, memory per running container, density, big-module first and second
+//! start, and the criterion micro-benchmarks of `shim/benches/engine.rs`.
+//! Prints the tables and one PASS/MISS/SKIP line per target; writes every raw
+//! sample to `target/bench/results.json`. A full run also regenerates
+//! `docs/performance.md` and `docs/performance.svg`; a quick run writes those
+//! two under `target/bench/` instead. Exits non-zero only when a scenario
+//! failed to run (a missed target is reported, not an error).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use wasmshim_integration::bench::report::{Machine, Micro, Report, BASELINE};
+use wasmshim_integration::bench::scenarios::{self, Kind};
+use wasmshim_integration::bench::{bigmodule, chart};
+use wasmshim_integration::{
+    busybox_image, engines, modules, processes_mentioning, runtime, wasm_image, Containerd,
+};
+
+/// Sizes of one run.
+struct Plan {
+    rounds: usize,
+    memory_containers: usize,
+    density_target: usize,
+    density_batch: usize,
+    big_module_bytes: usize,
+}
+
+const FULL: Plan = Plan {
+    rounds: 30,
+    memory_containers: 50,
+    density_target: 1000,
+    density_batch: 100,
+    big_module_bytes: 10 << 20,
+};
+
+const QUICK: Plan = Plan {
+    rounds: 5,
+    memory_containers: 5,
+    density_target: 20,
+    density_batch: 10,
+    big_module_bytes: 1 << 20,
+};
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick { QUICK } else { FULL };
+    let began = Instant::now();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out_dir = workspace.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    raise_open_files_limit();
+
+    let (found, skipped) = engines();
+    for line in &skipped {
+        eprintln!("bench: {line}");
+    }
+    if found.is_empty() {
+        bail!(
+            "no shim built in {}: run make build",
+            wasmshim_integration::bin_dir().display()
+        );
+    }
+
+    let containerd =
+        Containerd::start_with_log_level("info").context("starting a private containerd")?;
+    let modules_dir = modules::build_all(&containerd.dir().join("modules"))?;
+    let big = bigmodule::generate(plan.big_module_bytes);
+    std::fs::write(modules_dir.join("big.wasm"), &big)?;
+    let bench_modules = modules_dir_copy(&modules_dir, &out_dir)?;
+    containerd.import(&busybox_image("docker.io/wasmshim/busybox:bench")?)?;
+    for (name, file) in [
+        ("hello", "hello.wasm"),
+        ("sleep", "sleep.wasm"),
+        ("big", "big.wasm"),
+    ] {
+        let image = format!("docker.io/wasmshim/{name}:bench");
+        containerd.import(&wasm_image(&image, &modules_dir.join(file), &[])?)?;
+    }
+
+    let mut kinds = vec![Kind {
+        label: BASELINE.into(),
+        runtime: None,
+        hello: (
+            "docker.io/wasmshim/busybox:bench".into(),
+            vec!["/bin/echo".into(), "hi".into()],
+        ),
+        hello_output: "hi".into(),
+        sleeper: (
+            "docker.io/wasmshim/busybox:bench".into(),
+            vec!["/bin/sleep".into(), "3600".into()],
+        ),
+    }];
+    for engine in &found {
+        kinds.push(Kind {
+            label: engine.to_string(),
+            runtime: Some(runtime(engine)),
+            hello: ("docker.io/wasmshim/hello:bench".into(), Vec::new()),
+            hello_output: "Hello from WebAssembly".into(),
+            sleeper: ("docker.io/wasmshim/sleep:bench".into(), Vec::new()),
+        });
+    }
+
+    let mut report = Report {
+        command: if quick {
+            "make bench QUICK=1"
+        } else {
+            "make bench"
+        }
+        .into(),
+        quick,
+        date: utc_now(),
+        machine: Machine::detect(),
+        cold_start: Vec::new(),
+        first_byte: Vec::new(),
+        memory: Vec::new(),
+        density: Vec::new(),
+        big_module: Vec::new(),
+        micro: Vec::new(),
+        targets: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    eprintln!("bench: cold start, {} rounds", plan.rounds);
+    match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
+        Ok(s) => report.cold_start = s,
+        Err(e) => report.errors.push(format!("cold start: {e:#}")),
+    }
+    eprintln!("bench: start to first byte, {} rounds", plan.rounds);
+    match scenarios::first_byte(&containerd, &kinds, plan.rounds) {
+        Ok(s) => report.first_byte = s,
+        Err(e) => report.errors.push(format!("first byte: {e:#}")),
+    }
+    eprintln!(
+        "bench: memory, {} containers of each kind",
+        plan.memory_containers
+    );
+    match scenarios::memory(&containerd, &kinds, plan.memory_containers) {
+        Ok(m) => report.memory = m,
+        Err(e) => report.errors.push(format!("memory: {e:#}")),
+    }
+    // Ours first: the density target is about Wasm containers.
+    for kind in kinds.iter().skip(1).chain(kinds.iter().take(1)) {
+        eprintln!(
+            "bench: density {}, up to {}",
+            kind.label, plan.density_target
+        );
+        let d = scenarios::density(&containerd, kind, plan.density_target, plan.density_batch);
+        report.density.push(d);
+    }
+    for kind in kinds.iter().filter(|k| k.is_wasm()) {
+        eprintln!("bench: big module ({} bytes), {}", big.len(), kind.label);
+        match scenarios::big_module(&containerd, kind, "docker.io/wasmshim/big:bench", big.len()) {
+            Ok(b) => report.big_module.push(b),
+            Err(e) => report.errors.push(format!("big module: {e:#}")),
+        }
+    }
+    report.errors.extend(leftovers(&containerd));
+    containerd.stop();
+
+    eprintln!("bench: criterion micro-benchmarks");
+    match criterion(&workspace, &bench_modules, &found, quick) {
+        Ok(m) => report.micro = m,
+        Err(e) => report.errors.push(format!("criterion: {e:#}")),
+    }
+
+    report.judge(FULL.density_target);
+    let json = out_dir.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    let docs = if quick {
+        out_dir.clone()
+    } else {
+        workspace.join("docs")
+    };
+    chart::draw(&report, &docs.join("performance.svg"))?;
+    std::fs::write(
+        docs.join("performance.md"),
+        report.markdown("performance.svg"),
+    )?;
+
+    println!("{}", report.tables());
+    for t in &report.targets {
+        println!(
+            "{} {}: {} (goal {})",
+            t.verdict(),
+            t.name,
+            t.measured,
+            t.goal
+        );
+    }
+    eprintln!(
+        "bench: done in {:.0} s; raw samples in {}, report in {}",
+        began.elapsed().as_secs_f64(),
+        json.display(),
+        docs.join("performance.md").display()
+    );
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("bench: ERROR {e}");
+        }
+        bail!("{} scenario(s) failed", report.errors.len());
+    }
+    Ok(())
+}
+
+/// Shims or workers still alive after every scenario removed its containers.
+fn leftovers(containerd: &Containerd) -> Vec<String> {
+    let dir = containerd.dir().to_string_lossy().into_owned();
+    let mut found: Vec<String> = processes_mentioning(&dir)
+        .into_iter()
+        .map(wasmshim_integration::cmdline)
+        .filter(|c| c.contains("containerd-shim"))
+        .collect();
+    found.extend(
+        processes_mentioning("__wasmshim_worker")
+            .into_iter()
+            .map(wasmshim_integration::cmdline),
+    );
+    found
+        .into_iter()
+        .map(|c| format!("left running after the scenarios: {c}"))
+        .collect()
+}
+
+/// A copy of the modules that outlives containerd's temp dir, for criterion.
+fn modules_dir_copy(modules: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = out_dir.join("modules");
+    std::fs::create_dir_all(&dir)?;
+    for file in ["hello.wasm", "big.wasm"] {
+        std::fs::copy(modules.join(file), dir.join(file))?;
+    }
+    Ok(dir)
+}
+
+/// Runs `shim/benches/engine.rs` for every built engine and reads criterion's medians.
+fn criterion(
+    workspace: &Path,
+    modules: &Path,
+    engines: &[&str],
+    quick: bool,
+) -> anyhow::Result<Vec<Micro>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["bench", "-q", "-p", "wasmshim", "--bench", "engine"])
+        .env("WASMSHIM_BENCH_MODULES", modules);
+    // A quick run only proves the benchmarks still build and run: wasmtime alone, few samples.
+    if engines.contains(&"wasmedge") && !quick {
+        cmd.args(["--features", "wasmedge"]);
+        if let Ok(dir) = std::env::var("WASMEDGE_DIR") {
+            cmd.env("LD_LIBRARY_PATH", format!("{dir}/lib64:{dir}/lib"));
+        }
+    }
+    cmd.arg("--");
+    if quick {
+        cmd.args([
+            "--warm-up-time",
+            "0.2",
+            "--measurement-time",
+            "0.5",
+            "--sample-size",
+            "10",
+        ]);
+    }
+    let started = std::time::SystemTime::now();
+    let status = cmd.status().context("running cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench -p wasmshim --bench engine: {status}");
+    }
+    let mut found = Vec::new();
+    collect_estimates(&workspace.join("target/criterion"), started, &mut found)?;
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(found)
+}
+
+/// Criterion's `new/benchmark.json` + `new/estimates.json` written since `since`.
+fn collect_estimates(
+    dir: &Path,
+    since: std::time::SystemTime,
+    found: &mut Vec<Micro>,
+) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let estimates = path.join("new/estimates.json");
+        let fresh = std::fs::metadata(&estimates)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if fresh {
+            let bench: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path.join("new/benchmark.json"))?)?;
+            let est: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&estimates)?)?;
+            found.push(Micro {
+                id: bench["full_id"].as_str().unwrap_or_default().to_string(),
+                median_ns: est["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN),
+            });
+        } else {
+            collect_estimates(&path, since, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// Containers, shims and sockets add up: let containerd (our child) open
+/// as many files as the hard limit allows.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
