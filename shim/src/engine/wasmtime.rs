@@ -22,6 +22,9 @@ impl WasmtimeEngine {
     }
 }
 
+/// Modules at least this big are compiled on several threads.
+pub const PARALLEL_COMPILE_MIN_BYTES: usize = 256 * 1024;
+
 /// The wasmtime configuration every module is compiled and run with.
 pub fn engine_config() -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
@@ -35,7 +38,12 @@ impl Engine for WasmtimeEngine {
     }
 
     fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>> {
-        let engine = wasmtime::Engine::new(&engine_config())?;
+        let mut config = engine_config();
+        // Threads pay off only for big modules. A small one compiles as fast on
+        // this thread, and the worker then keeps no per-thread heaps for the
+        // container's whole life.
+        config.parallel_compilation(wasm.len() >= PARALLEL_COMPILE_MIN_BYTES);
+        let engine = wasmtime::Engine::new(&config)?;
         let module = Module::new(&engine, wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly module", spec.module_name))?;
