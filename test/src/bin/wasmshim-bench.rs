@@ -125,16 +125,26 @@ fn main() -> anyhow::Result<()> {
         errors: Vec::new(),
     };
 
+    // Written after every scenario, so an interrupted run keeps what it measured.
+    let json = out_dir.join("results.json");
+    let save = |report: &Report| {
+        if let Ok(text) = serde_json::to_string_pretty(report) {
+            let _ = std::fs::write(&json, text);
+        }
+    };
+
     eprintln!("bench: cold start, {} rounds", plan.rounds);
     match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
         Ok(s) => report.cold_start = s,
         Err(e) => report.errors.push(format!("cold start: {e:#}")),
     }
+    save(&report);
     eprintln!("bench: start to first byte, {} rounds", plan.rounds);
     match scenarios::first_byte(&containerd, &kinds, plan.rounds) {
         Ok(s) => report.first_byte = s,
         Err(e) => report.errors.push(format!("first byte: {e:#}")),
     }
+    save(&report);
     eprintln!(
         "bench: memory, {} containers of each kind",
         plan.memory_containers
@@ -143,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         Ok(m) => report.memory = m,
         Err(e) => report.errors.push(format!("memory: {e:#}")),
     }
+    save(&report);
     // Ours first: the density target is about Wasm containers.
     for kind in kinds.iter().skip(1).chain(kinds.iter().take(1)) {
         eprintln!(
@@ -151,6 +162,7 @@ fn main() -> anyhow::Result<()> {
         );
         let d = scenarios::density(&containerd, kind, plan.density_target, plan.density_batch);
         report.density.push(d);
+        save(&report);
     }
     for kind in kinds.iter().filter(|k| k.is_wasm()) {
         eprintln!("bench: big module ({} bytes), {}", big.len(), kind.label);
@@ -158,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             Ok(b) => report.big_module.push(b),
             Err(e) => report.errors.push(format!("big module: {e:#}")),
         }
+        save(&report);
     }
     report.errors.extend(leftovers(&containerd));
     containerd.stop();
@@ -169,8 +182,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     report.judge(FULL.density_target);
-    let json = out_dir.join("results.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    save(&report);
     let docs = if quick {
         out_dir.clone()
     } else {
