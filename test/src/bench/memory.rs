@@ -64,6 +64,19 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split(' ').nth(1)?.parse().ok()
 }
 
+/// A `/proc/meminfo` field such as `MemAvailable`, in KiB.
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// PSS of `pid` in bytes, from `/proc/<pid>/smaps_rollup` (0 if it is gone).
 pub fn pss_bytes(pid: u32) -> u64 {
     let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
@@ -126,5 +139,13 @@ mod tests {
     fn own_pss_is_positive() {
         assert!(pss_bytes(std::process::id()) > 0);
         assert_eq!(pss_bytes(u32::MAX), 0);
+    }
+
+    #[test]
+    fn meminfo_fields_parse() {
+        let total = meminfo_kib("MemTotal").unwrap();
+        let available = meminfo_kib("MemAvailable").unwrap();
+        assert!(total > 0 && available <= total, "{available} of {total}");
+        assert_eq!(meminfo_kib("NoSuchField"), None);
     }
 }

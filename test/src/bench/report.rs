@@ -38,7 +38,6 @@ impl Machine {
     /// Reads this machine's facts.
     pub fn detect() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
         let field = |text: &str, key: &str| {
             text.lines()
@@ -51,11 +50,7 @@ impl Machine {
                 })
                 .unwrap_or_default()
         };
-        let mem_kb: f64 = field(&meminfo, "MemTotal")
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
+        let mem_kb = super::memory::meminfo_kib("MemTotal").unwrap_or(0) as f64;
         let version = |cmd: &str| {
             Command::new(cmd)
                 .arg("--version")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::memory::containers_pss;
+use super::memory::{containers_pss, meminfo_kib};
 use crate::{text, Containerd};
 
 /// What runs a container: runc with busybox, or one of our shims with Wasm modules.
@@ -34,11 +34,24 @@ impl Kind {
         self.runtime.is_some()
     }
 
-    fn runtime_args(&self) -> Vec<String> {
-        match &self.runtime {
-            Some(r) => vec!["--runtime".into(), r.clone()],
-            None => Vec::new(),
+    /// `ctr <command…> [--runtime R] <image> <id> <args…>`.
+    fn ctr_args(
+        &self,
+        command: &[&str],
+        (image, args): (&str, &[String]),
+        id: &str,
+    ) -> Vec<String> {
+        let mut all: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        if let Some(r) = &self.runtime {
+            all.extend(["--runtime".into(), r.clone()]);
         }
+        all.extend([image.to_string(), id.to_string()]);
+        all.extend(args.iter().cloned());
+        all
+    }
+
+    fn hello(&self) -> (&str, &[String]) {
+        (&self.hello.0, &self.hello.1)
     }
 }
 
@@ -71,12 +84,7 @@ pub fn cold_start(cd: &Containerd, kinds: &[Kind], n: usize) -> anyhow::Result<V
     for round in 0..n {
         for (kind, out) in kinds.iter().zip(samples.iter_mut()) {
             let id = format!("cold-{}-{round}", kind.label.replace('+', "-"));
-            let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--fifo-dir".into()];
-            args.push(fifo.clone());
-            args.extend(kind.runtime_args());
-            args.push(kind.hello.0.clone());
-            args.push(id.clone());
-            args.extend(kind.hello.1.iter().cloned());
+            let args = kind.ctr_args(&["run", "--rm", "--fifo-dir", &fifo], kind.hello(), &id);
             let started = Instant::now();
             let result = ctr(cd, &args);
             let elapsed = started.elapsed();
@@ -98,11 +106,7 @@ pub fn first_byte(cd: &Containerd, kinds: &[Kind], n: usize) -> anyhow::Result<V
     for round in 0..n {
         for (kind, out) in kinds.iter().zip(samples.iter_mut()) {
             let id = format!("ttfb-{}-{round}", kind.label.replace('+', "-"));
-            let mut create: Vec<String> = vec!["container".into(), "create".into()];
-            create.extend(kind.runtime_args());
-            create.push(kind.hello.0.clone());
-            create.push(id.clone());
-            create.extend(kind.hello.1.iter().cloned());
+            let create = kind.ctr_args(&["container", "create"], kind.hello(), &id);
             check(&ctr(cd, &create), &format!("ctr container create {id}"))?;
 
             let started = Instant::now();
@@ -292,15 +296,7 @@ pub fn big_module(
     let mut times = Vec::new();
     for round in 0..2 {
         let id = format!("big-{}-{round}", kind.label);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--rm".into(),
-            "--fifo-dir".into(),
-            fifo.clone(),
-        ];
-        args.extend(kind.runtime_args());
-        args.push(image.into());
-        args.push(id.clone());
+        let args = kind.ctr_args(&["run", "--rm", "--fifo-dir", &fifo], (image, &[]), &id);
         let started = Instant::now();
         let out = ctr(cd, &args);
         times.push(ms(started.elapsed()));
@@ -318,18 +314,7 @@ pub fn big_module(
 /// of its memory available. The density run stops there rather than let the
 /// kernel's OOM killer pick processes.
 fn memory_running_out() -> Option<String> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    };
-    let (available, total) = (kib("MemAvailable:")?, kib("MemTotal:")?);
+    let (available, total) = (meminfo_kib("MemAvailable")?, meminfo_kib("MemTotal")?);
     let floor = (2 << 20).max(total / 10);
     (available < floor).then(|| {
         format!(
@@ -353,11 +338,8 @@ fn ms(d: Duration) -> f64 {
 
 /// `ctr run -d --null-io` of `kind`'s long-running container.
 fn start_detached(cd: &Containerd, kind: &Kind, id: &str) -> anyhow::Result<()> {
-    let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--null-io".into()];
-    args.extend(kind.runtime_args());
-    args.push(kind.sleeper.0.clone());
-    args.push(id.into());
-    args.extend(kind.sleeper.1.iter().cloned());
+    let sleeper = (kind.sleeper.0.as_str(), kind.sleeper.1.as_slice());
+    let args = kind.ctr_args(&["run", "-d", "--null-io"], sleeper, id);
     check(&ctr(cd, &args), &format!("{}: ctr run -d {id}", kind.label))
 }
 
