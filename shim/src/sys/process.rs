@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
-use super::worker::{CONTROL_FD, WORKER_ARG};
+use super::worker::{CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
 use super::{Isolation, Spawned, Starter, StdioPaths};
 use crate::engine::RunSpec;
 use crate::error::{Error, Result};
@@ -59,6 +59,7 @@ impl Isolation for ProcessIsolation {
             .arg(WORKER_ARG)
             .arg(id)
             .env_clear()
+            .env(LOG_LEVEL_ENV, log::max_level().as_str())
             .stdin(Stdio::from(clone(&files.stdin)?))
             .stdout(Stdio::from(clone(&files.stdout)?))
             .stderr(Stdio::from(clone(&files.stderr)?));

@@ -22,6 +22,9 @@ pub const WORKER_ARG: &str = "__wasmshim_worker";
 /// File descriptor of the control socket in the worker.
 pub const CONTROL_FD: i32 = 3;
 
+/// Environment variable through which the shim passes its log level to a worker.
+pub const LOG_LEVEL_ENV: &str = "WASMSHIM_LOG_LEVEL";
+
 /// Is this process a worker (started with [`WORKER_ARG`])?
 pub fn is_worker() -> bool {
     std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG)
@@ -95,16 +98,22 @@ fn release_free_heap() {
 /// Sends the worker's `log` records to the shim as `log <level> <message>`
 /// lines; the shim writes them to its own log with the container id.
 fn relay_logs(socket: UnixStream) {
-    struct ControlLogger(Mutex<UnixStream>);
+    struct ControlLogger {
+        socket: Mutex<UnixStream>,
+        max: log::LevelFilter,
+    }
 
     impl log::Log for ControlLogger {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            relayed(metadata, self.max)
         }
 
         fn log(&self, record: &log::Record) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
             let line = format!("{}", record.args()).replace('\n', " ");
-            if let Ok(mut socket) = self.0.lock() {
+            if let Ok(mut socket) = self.socket.lock() {
                 let _ = writeln!(socket, "log {} {line}", record.level());
             }
         }
@@ -112,7 +121,72 @@ fn relay_logs(socket: UnixStream) {
         fn flush(&self) {}
     }
 
-    if log::set_boxed_logger(Box::new(ControlLogger(Mutex::new(socket)))).is_ok() {
-        log::set_max_level(log::LevelFilter::Debug);
+    let max = std::env::var(LOG_LEVEL_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    let logger = ControlLogger {
+        socket: Mutex::new(socket),
+        max,
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Whether a worker sends a record to the shim's log: ours up to the shim's
+/// level, the engines' and other crates' only up to info. Their debug output
+/// (cranelift logs every function it compiles) would cost seconds on a big
+/// module and bury our own lines.
+fn relayed(metadata: &log::Metadata, max: log::LevelFilter) -> bool {
+    let ours = metadata.target().starts_with("wasmshim");
+    metadata.level() <= max && (ours || metadata.level() <= log::Level::Info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::{Level, LevelFilter, MetadataBuilder};
+
+    fn relays(target: &str, level: Level, max: LevelFilter) -> bool {
+        relayed(
+            &MetadataBuilder::new().target(target).level(level).build(),
+            max,
+        )
+    }
+
+    #[test]
+    fn debug_of_our_crate_follows_the_shim_level() {
+        assert!(relays(
+            "wasmshim::engine::wasmedge",
+            Level::Debug,
+            LevelFilter::Debug
+        ));
+        assert!(!relays(
+            "wasmshim::engine::wasmedge",
+            Level::Debug,
+            LevelFilter::Info
+        ));
+        assert!(relays(
+            "wasmshim::sys::worker",
+            Level::Warn,
+            LevelFilter::Info
+        ));
+    }
+
+    #[test]
+    fn engine_internals_stop_at_info() {
+        assert!(!relays(
+            "cranelift_codegen::timing",
+            Level::Debug,
+            LevelFilter::Debug
+        ));
+        assert!(!relays(
+            "wasmtime::runtime",
+            Level::Trace,
+            LevelFilter::Trace
+        ));
+        assert!(relays("wasmtime::runtime", Level::Warn, LevelFilter::Debug));
+        assert!(!relays("wasmtime::runtime", Level::Info, LevelFilter::Warn));
     }
 }
