@@ -82,10 +82,10 @@ pub fn main(engine: &dyn Engine) -> ! {
 
 /// Returns the heap that compiling used and freed to the kernel.
 ///
-/// Compilation runs on several threads, each with its own glibc malloc arena;
-/// freed memory stays in those arenas, resident, for the container's whole
-/// life. Trimming once, before the module starts, keeps a running container
-/// at the memory its instance really uses.
+/// Compiling frees most of what it allocates, but glibc keeps freed memory in
+/// its malloc arenas (one more per compiling thread), resident for the
+/// container's whole life. Trimming once, before the module starts, keeps a
+/// running container closer to the memory its instance really uses.
 fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas,
