@@ -76,7 +76,25 @@ fn compile_big_module(c: &mut Criterion) {
     // scenario's start times instead.
     for engine in engines().into_iter().filter(|e| e.name() != "wasmedge") {
         group.bench_function(engine.name(), |b| {
-            b.iter(|| engine.prepare(&wasm, &spec).unwrap())
+            b.iter(|| engine.prepare(&wasm, &spec, None).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// Load + link of the big module from a warm module cache: what every start
+/// after the first pays.
+fn load_cached_big_module(c: &mut Criterion) {
+    let wasm = module("big.wasm");
+    let spec = spec("big.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = wasmshim::engine::ModuleCache::open(&dir.path().join("cache"), u64::MAX).unwrap();
+    let mut group = c.benchmark_group("load_cached_big_module");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    for engine in engines().into_iter().filter(|e| e.name() != "wasmedge") {
+        engine.precompile(&wasm, "big.wasm", &cache).unwrap();
+        group.bench_function(engine.name(), |b| {
+            b.iter(|| engine.prepare(&wasm, &spec, Some(&cache)).unwrap())
         });
     }
     group.finish();
@@ -102,7 +120,7 @@ fn run_hello(c: &mut Criterion) {
                 let _quiet = StdoutToNull::new();
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let prepared = engine.prepare(&wasm, &spec).unwrap();
+                    let prepared = engine.prepare(&wasm, &spec, None).unwrap();
                     let started = Instant::now();
                     let outcome = prepared.run();
                     total += started.elapsed();
@@ -142,5 +160,11 @@ impl Drop for StdoutToNull {
     }
 }
 
-criterion_group!(benches, bundle_to_runspec, compile_big_module, run_hello);
+criterion_group!(
+    benches,
+    bundle_to_runspec,
+    compile_big_module,
+    load_cached_big_module,
+    run_hello
+);
 criterion_main!(benches);

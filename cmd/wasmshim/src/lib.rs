@@ -1,3 +1,4 @@
 //! Library side of the `wasmshim` command line, shared with the integration tests.
 
+pub mod cache;
 pub mod image;

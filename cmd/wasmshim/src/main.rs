@@ -4,7 +4,10 @@
 //!   that `ctr image import` accepts (platform `wasi/wasm`).
 //! - `wasmshim check`: compile a module the way the shim will and report problems.
 //! - `wasmshim run`: run a module here, the way the shim's worker runs it.
+//! - `wasmshim precompile`: compile a module into the shims' module cache.
+//! - `wasmshim cache ls|prune`: show or empty that cache.
 
+use wasmshim_cli::cache::{self, CacheArgs};
 use wasmshim_cli::image;
 
 use std::path::PathBuf;
@@ -51,6 +54,29 @@ enum Command {
         #[arg(long, default_value = "_start")]
         entry: String,
     },
+    /// Compile a module into the shims' module cache, so that no container start compiles it.
+    Precompile {
+        /// The .wasm file (the same bytes as the image's module).
+        module: PathBuf,
+        /// Engine whose shim will run it.
+        #[arg(long, default_value = "wasmtime")]
+        engine: String,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// The shims' module cache of compiled code.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the cache's entries, least recently used first.
+    Ls(CacheArgs),
+    /// Remove every entry.
+    Prune(CacheArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +91,26 @@ fn main() -> anyhow::Result<()> {
             command: ImageCommand::Build(args),
         } => image::build(&args),
         Command::Check { module, entry } => check(module, entry).map(|_| ()),
+        Command::Precompile {
+            module,
+            engine,
+            cache: args,
+        } => {
+            let engine = engine_named(&engine)?;
+            println!(
+                "{}",
+                cache::precompile(engine.as_ref(), &module, &args.open()?)?
+            );
+            Ok(())
+        }
+        Command::Cache { command } => {
+            let out = match command {
+                CacheCommand::Ls(args) => cache::list(&args.open()?)?,
+                CacheCommand::Prune(args) => cache::prune(&args.open()?)? + "\n",
+            };
+            print!("{out}");
+            Ok(())
+        }
         Command::Run {
             module,
             entry,
@@ -77,12 +123,29 @@ fn main() -> anyhow::Result<()> {
                 guest: "/".into(),
                 readonly: false,
             });
-            let outcome = WasmtimeEngine::new().prepare(&wasm, &spec)?.run();
+            let outcome = WasmtimeEngine::new().prepare(&wasm, &spec, None)?.run();
             if let wasmshim::engine::Outcome::Trapped(message) = &outcome {
                 eprintln!("{message}");
             }
             std::process::exit(outcome.exit_status());
         }
+    }
+}
+
+/// The engine `name` if this build has it.
+fn engine_named(name: &str) -> anyhow::Result<Box<dyn Engine>> {
+    match name {
+        "wasmtime" => Ok(Box::new(WasmtimeEngine::new())),
+        #[cfg(feature = "wasmedge")]
+        "wasmedge" => Ok(Box::new(wasmshim::engine::wasmedge::WasmEdgeEngine::new())),
+        other => anyhow::bail!(
+            "engine {other} is not in this build (wasmtime{})",
+            if cfg!(feature = "wasmedge") {
+                ", wasmedge"
+            } else {
+                "; build with --features wasmedge for WasmEdge"
+            }
+        ),
     }
 }
 
@@ -108,7 +171,7 @@ fn load(module: PathBuf, entry: String) -> anyhow::Result<(Vec<u8>, RunSpec)> {
 fn check(module: PathBuf, entry: String) -> anyhow::Result<()> {
     let (wasm, spec) = load(module, entry)?;
     WasmtimeEngine::new()
-        .prepare(&wasm, &spec)
+        .prepare(&wasm, &spec, None)
         .with_context(|| format!("checking {}", spec.module_name))?;
     println!("{}: ok (entry '{}')", spec.module_name, spec.entry);
     Ok(())

@@ -1,5 +1,6 @@
 //! One set of engine tests, instantiated for every engine built in: what the
-//! worker relies on (exit codes, traps, entry checks, bad modules).
+//! worker relies on (exit codes, traps, entry checks, bad modules, the module
+//! cache).
 
 /// WAT of a module whose `_start` calls `proc_exit(7)` and whose `ret` returns.
 const EXIT_7: &str = r#"(module
@@ -13,7 +14,9 @@ const EXIT_7: &str = r#"(module
 macro_rules! engine_conformance {
     ($name:ident, $engine:expr) => {
         mod $name {
-            use crate::engine::{Engine, Outcome, RunSpec, EXIT_TRAP};
+            use std::sync::atomic::Ordering;
+
+            use crate::engine::{Engine, ModuleCache, Outcome, RunSpec, EXIT_TRAP};
 
             fn spec(entry: &str) -> RunSpec {
                 RunSpec {
@@ -28,14 +31,104 @@ macro_rules! engine_conformance {
 
             fn run(entry: &str) -> Outcome {
                 let wasm = wat::parse_str(super::EXIT_7).unwrap();
-                $engine.prepare(&wasm, &spec(entry)).unwrap().run()
+                $engine.prepare(&wasm, &spec(entry), None).unwrap().run()
             }
 
             fn prepare_error(wasm: &[u8], entry: &str) -> String {
-                match $engine.prepare(wasm, &spec(entry)) {
+                match $engine.prepare(wasm, &spec(entry), None) {
                     Ok(_) => panic!("prepare accepted a bad module or entry"),
                     Err(e) => format!("{e:#}"),
                 }
+            }
+
+            fn cache() -> (tempfile::TempDir, ModuleCache) {
+                let dir = tempfile::tempdir().unwrap();
+                let cache = ModuleCache::open(&dir.path().join("cache"), u64::MAX).unwrap();
+                (dir, cache)
+            }
+
+            /// Runs `_start` of EXIT_7 through `cache`; false when this engine
+            /// stored nothing (WasmEdge without its AOT compiler).
+            fn run_cached(cache: &ModuleCache) -> bool {
+                let wasm = wat::parse_str(super::EXIT_7).unwrap();
+                let prepared = $engine.prepare(&wasm, &spec("_start"), Some(cache));
+                assert_eq!(prepared.unwrap().run(), Outcome::Exited(7));
+                !cache.entries().unwrap().is_empty()
+            }
+
+            fn count(counter: &std::sync::atomic::AtomicU64) -> u64 {
+                counter.load(Ordering::Relaxed)
+            }
+
+            #[test]
+            fn second_start_loads_from_the_cache() {
+                let (_dir, cache) = cache();
+                if !run_cached(&cache) {
+                    return;
+                }
+                assert_eq!(count(&cache.stats.hits), 0);
+                assert_eq!(count(&cache.stats.stored), 1);
+                assert!(run_cached(&cache));
+                assert_eq!(count(&cache.stats.hits), 1);
+                assert_eq!(count(&cache.stats.stored), 1);
+                assert_eq!(cache.entries().unwrap().len(), 1);
+            }
+
+            #[test]
+            fn precompile_fills_the_key_that_prepare_uses() {
+                let (_dir, cache) = cache();
+                let wasm = wat::parse_str(super::EXIT_7).unwrap();
+                let done = $engine.precompile(&wasm, "/m.wasm", &cache).unwrap();
+                if cache.entries().unwrap().is_empty() {
+                    return;
+                }
+                assert!(!done.was_cached);
+                assert_eq!(Some(done.key.clone()), $engine.cache_key(&wasm).unwrap());
+                assert_eq!(cache.entries().unwrap()[0].key, done.key.as_str());
+                assert!(run_cached(&cache));
+                assert_eq!(count(&cache.stats.hits), 1);
+                let again = $engine.precompile(&wasm, "/m.wasm", &cache).unwrap();
+                assert!(again.was_cached);
+                assert_eq!(count(&cache.stats.stored), 1);
+            }
+
+            #[test]
+            fn corrupt_entry_is_rebuilt_and_the_module_still_runs() {
+                use std::os::unix::fs::PermissionsExt;
+                let (_dir, cache) = cache();
+                if !run_cached(&cache) {
+                    return;
+                }
+                let entry = &cache.entries().unwrap()[0];
+                let payload = cache
+                    .dir()
+                    .join(&entry.key)
+                    .join(crate::engine::cache::PAYLOAD_FILE);
+                let mut bytes = std::fs::read(&payload).unwrap();
+                let middle = bytes.len() / 2;
+                for b in &mut bytes[middle..middle + 64] {
+                    *b = 0xcc;
+                }
+                std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o600)).unwrap();
+                std::fs::write(&payload, &bytes).unwrap();
+                assert!(run_cached(&cache));
+                assert_eq!(count(&cache.stats.discarded), 1);
+                assert_eq!(count(&cache.stats.stored), 2);
+                assert!(std::fs::read(&payload).unwrap() != bytes, "not rebuilt");
+                assert!(run_cached(&cache));
+                assert_eq!(count(&cache.stats.hits), 1);
+            }
+
+            #[test]
+            fn invalid_module_is_named_and_not_cached() {
+                let (_dir, cache) = cache();
+                let bad = b"\0asm\x01\0\0\0\x01\xffgarbage";
+                let err = match $engine.prepare(bad, &spec("_start"), Some(&cache)) {
+                    Ok(_) => panic!("accepted a corrupt module"),
+                    Err(e) => format!("{e:#}"),
+                };
+                assert!(err.contains("is not a valid WebAssembly module"), "{err}");
+                assert!(cache.entries().unwrap().is_empty());
             }
 
             #[test]

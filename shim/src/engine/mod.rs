@@ -5,11 +5,16 @@
 //! worker process (see `docs/process-model.md`), so stdio are the process's own
 //! file descriptors 0, 1 and 2 and stopping it is a signal to that process.
 //! Adding an engine is one file implementing [`Engine`] and [`PreparedModule`].
+//! Compiled code is kept in a [`cache::ModuleCache`] so that a module is
+//! compiled once, not at every container start.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use cache::{CacheKey, ModuleCache};
+
+pub mod cache;
 #[cfg(test)]
 mod conformance;
 #[cfg(feature = "wasmedge")]
@@ -82,9 +87,46 @@ pub trait Engine: Send + Sync {
     /// Short name: the shim binary is `containerd-shim-<name>-v1`.
     fn name(&self) -> &'static str;
 
-    /// Compiles `wasm`, links WASI and checks that `spec.entry` is an exported
-    /// function without parameters. Runs no guest code. Errors name the problem.
-    fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>>;
+    /// Compiles `wasm` (or loads its compiled code from `cache`), links WASI
+    /// and checks that `spec.entry` is an exported function without
+    /// parameters. Runs no guest code. Errors name the problem; a cache that
+    /// fails is logged and bypassed, never an error.
+    fn prepare(
+        &self,
+        wasm: &[u8],
+        spec: &RunSpec,
+        cache: Option<&ModuleCache>,
+    ) -> anyhow::Result<Box<dyn PreparedModule>>;
+
+    /// The key under which [`Engine::prepare`] caches `wasm`, or `None` when
+    /// this engine caches nothing.
+    fn cache_key(&self, wasm: &[u8]) -> anyhow::Result<Option<CacheKey>> {
+        let _ = wasm;
+        Ok(None)
+    }
+
+    /// Compiles `wasm` into `cache` under [`Engine::cache_key`], as the first
+    /// container start would (`wasmshim precompile`). Returns the key and
+    /// whether the entry was already there.
+    /// `source` names the module in errors and in `wasmshim cache ls`.
+    fn precompile(
+        &self,
+        wasm: &[u8],
+        source: &str,
+        cache: &ModuleCache,
+    ) -> anyhow::Result<Precompiled> {
+        let _ = (wasm, source, cache);
+        anyhow::bail!("the {} engine has no precompile cache", self.name())
+    }
+}
+
+/// What [`Engine::precompile`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precompiled {
+    /// The entry's key.
+    pub key: CacheKey,
+    /// True when the cache already held a valid entry (nothing was compiled).
+    pub was_cached: bool,
 }
 
 /// A compiled and linked module, ready to run on the calling thread.

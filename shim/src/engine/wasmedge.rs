@@ -4,6 +4,8 @@
 //! which the worker has set to the container's fifos. Where libwasmedge was
 //! built with its LLVM AOT compiler, `prepare` compiles the module ahead of time
 //! into a shared object and runs that; otherwise it runs the interpreter.
+//! With a [`ModuleCache`] the shared object is compiled once, into the cache,
+//! and later starts load it from there.
 //! [`engine_config`] is the one place the WasmEdge configuration is built.
 
 use std::collections::HashMap;
@@ -15,7 +17,8 @@ use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{params, ExternalInstanceType, LogManager, Module, Store, Vm};
 
-use super::{Engine, Outcome, PreparedModule, RunSpec};
+use super::cache::{CacheKey, ModuleCache};
+use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec};
 
 /// The WasmEdge engine (`io.containerd.wasmedge.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -35,32 +38,121 @@ pub fn engine_config() -> anyhow::Result<wasmedge_sdk::config::Config> {
         .map_err(|e| anyhow::anyhow!("WasmEdge configuration: {e}"))
 }
 
+/// The cache key of `wasm` under `config`: WasmEdge's exact version and every
+/// setting that changes the AOT output (it compiles for the host CPU, which
+/// [`CacheKey::new`] adds).
+fn key_for(config: &wasmedge_sdk::config::Config, wasm: &[u8]) -> CacheKey {
+    let settings = format!(
+        "opt={:?} format={:?} generic={} interruptible={} count={} cost={} time={} \
+         simd={} relaxed_simd={} threads={} tail_call={} multi_memories={} \
+         extended_const={} memory64={} exceptions={} gc={} func_refs={} \
+         bulk={} ref_types={} multi_value={} sign_ext={} sat={} mut_globals={}",
+        config.optimization_level(),
+        config.out_format(),
+        config.generic_binary_enabled(),
+        config.interruptible_enabled(),
+        config.instruction_counting_enabled(),
+        config.cost_measuring_enabled(),
+        config.time_measuring_enabled(),
+        config.simd_enabled(),
+        config.relax_simd_enabled(),
+        config.threads_enabled(),
+        config.tail_call_enabled(),
+        config.multi_memories_enabled(),
+        config.extended_const_enabled(),
+        config.memory64_enabled(),
+        config.exception_handling_enabled(),
+        config.gc_enabled(),
+        config.function_references_enabled(),
+        config.bulk_memory_operations_enabled(),
+        config.reference_types_enabled(),
+        config.multi_value_enabled(),
+        config.sign_extension_operators_enabled(),
+        config.non_trap_conversions_enabled(),
+        config.mutable_globals_enabled(),
+    );
+    CacheKey::new(
+        "wasmedge",
+        &format!(
+            "wasmedge {} / wasmshim {}",
+            wasmedge_sdk::utils::CoreVersion::version_string(),
+            env!("CARGO_PKG_VERSION")
+        ),
+        settings.as_bytes(),
+        wasm,
+    )
+}
+
+/// Parses and validates `wasm`, naming the module in the error.
+fn load(config: &wasmedge_sdk::config::Config, wasm: &[u8], name: &str) -> anyhow::Result<Module> {
+    Module::from_bytes(Some(config), wasm)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("{name} is not a valid WebAssembly module"))
+}
+
 impl Engine for WasmEdgeEngine {
     fn name(&self) -> &'static str {
         "wasmedge"
     }
 
-    fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>> {
+    fn cache_key(&self, wasm: &[u8]) -> anyhow::Result<Option<CacheKey>> {
+        Ok(Some(key_for(&engine_config()?, wasm)))
+    }
+
+    fn precompile(
+        &self,
+        wasm: &[u8],
+        source: &str,
+        cache: &ModuleCache,
+    ) -> anyhow::Result<Precompiled> {
+        LogManager::log_error_info();
+        let config = engine_config()?;
+        let key = key_for(&config, wasm);
+        if aot::load_cached(&config, cache, &key).is_some() {
+            return Ok(Precompiled {
+                key,
+                was_cached: true,
+            });
+        }
+        load(&config, wasm, source)?;
+        aot::compile_into_cache(wasm, source, &config, cache, &key)?;
+        Ok(Precompiled {
+            key,
+            was_cached: false,
+        })
+    }
+
+    fn prepare(
+        &self,
+        wasm: &[u8],
+        spec: &RunSpec,
+        cache: Option<&ModuleCache>,
+    ) -> anyhow::Result<Box<dyn PreparedModule>> {
         // WasmEdge logs compile progress at info level to stderr, which is the
         // container's: keep only its errors there.
         LogManager::log_error_info();
         apply_wasmedge_env(spec);
         let config = engine_config()?;
-        let mut module = Module::from_bytes(Some(&config), wasm)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("{} is not a valid WebAssembly module", spec.module_name))?;
-        match module.get_export(&spec.entry) {
-            Some(ExternalInstanceType::Func(ty)) if ty.args().is_empty() => {}
-            Some(ExternalInstanceType::Func(_)) => bail!(
-                "function '{}' of {} takes parameters; only functions without parameters can be an entrypoint",
-                spec.entry,
-                spec.module_name
-            ),
-            _ => bail!("{} has no exported function '{}'", spec.module_name, spec.entry),
-        }
-        if let Some(compiled) = aot::compile(wasm, &config) {
-            module = compiled;
-        }
+        let key = cache.map(|_| key_for(&config, wasm));
+        let cached = cache
+            .zip(key.as_ref())
+            .and_then(|(cache, key)| aot::load_cached(&config, cache, key));
+        let module = match cached {
+            Some(module) => {
+                log::debug!("WasmEdge: running the AOT-compiled module");
+                if let Some(key) = &key {
+                    log::debug!("cache hit: {key}");
+                }
+                module
+            }
+            None => {
+                let module = load(&config, wasm, &spec.module_name)?;
+                check_entry(&module, spec)?;
+                let cache = cache.zip(key.as_ref());
+                aot::compile(wasm, &spec.module_name, &config, cache).unwrap_or(module)
+            }
+        };
+        check_entry(&module, spec)?;
         let mut preopens = Vec::with_capacity(spec.preopens.len());
         for dir in &spec.preopens {
             // WasmEdge only logs a directory it cannot bind; fail here with a clear message instead.
@@ -89,6 +181,19 @@ impl Engine for WasmEdgeEngine {
             preopens,
             entry: spec.entry.clone(),
         }))
+    }
+}
+
+/// Checks that `spec.entry` is an exported function without parameters.
+fn check_entry(module: &Module, spec: &RunSpec) -> anyhow::Result<()> {
+    match module.get_export(&spec.entry) {
+        Some(ExternalInstanceType::Func(ty)) if ty.args().is_empty() => Ok(()),
+        Some(ExternalInstanceType::Func(_)) => bail!(
+            "function '{}' of {} takes parameters; only functions without parameters can be an entrypoint",
+            spec.entry,
+            spec.module_name
+        ),
+        _ => bail!("{} has no exported function '{}'", spec.module_name, spec.entry),
     }
 }
 
@@ -163,9 +268,26 @@ mod aot {
     use super::*;
 
     /// The module compiled to native code, or `None` (interpreter) when this
-    /// libwasmedge has no AOT compiler or compiling fails.
-    pub fn compile(wasm: &[u8], config: &wasmedge_sdk::config::Config) -> Option<Module> {
-        match try_compile(wasm, config) {
+    /// libwasmedge has no AOT compiler or compiling fails. With a cache, the
+    /// shared object is compiled into it under the pair's key; if storing fails it is
+    /// compiled into a temporary directory instead.
+    pub fn compile(
+        wasm: &[u8],
+        name: &str,
+        config: &wasmedge_sdk::config::Config,
+        cache: Option<(&ModuleCache, &CacheKey)>,
+    ) -> Option<Module> {
+        let cached = cache.map(|(cache, key)| compile_into_cache(wasm, name, config, cache, key));
+        let result = match cached {
+            Some(Ok(module)) => Ok(module),
+            Some(Err(e)) if e.is::<NoCompiler>() => Err(e),
+            Some(Err(e)) => {
+                log::warn!("WasmEdge AOT into the cache failed, compiling without it: {e:#}");
+                try_compile(wasm, config)
+            }
+            None => try_compile(wasm, config),
+        };
+        match result {
             Ok(module) => {
                 log::debug!("WasmEdge: running the AOT-compiled module");
                 Some(module)
@@ -177,9 +299,71 @@ mod aot {
         }
     }
 
+    /// This libwasmedge has no AOT compiler.
+    #[derive(Debug)]
+    struct NoCompiler(String);
+
+    impl std::fmt::Display for NoCompiler {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "no AOT compiler: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for NoCompiler {}
+
+    fn compiler(config: &wasmedge_sdk::config::Config) -> anyhow::Result<wasmedge_sdk::Compiler> {
+        wasmedge_sdk::Compiler::new(Some(config)).map_err(|e| NoCompiler(e.to_string()).into())
+    }
+
+    /// The AOT-compiled module from `cache`, if it holds a loadable entry.
+    pub fn load_cached(
+        config: &wasmedge_sdk::config::Config,
+        cache: &ModuleCache,
+        key: &CacheKey,
+    ) -> Option<Module> {
+        // The payload was checksummed through `hit.file`; keeping it open while
+        // WasmEdge loads the path pins that file. Only this user can write the
+        // cache directory (checked by `ModuleCache::open`).
+        let hit = cache.lookup(key)?;
+        match Module::from_file(Some(config), &hit.path) {
+            Ok(module) => Some(module),
+            Err(e) => {
+                log::warn!("cache entry {key} does not load, compiling again: {e}");
+                cache.discard(key);
+                None
+            }
+        }
+    }
+
+    /// Compiles `wasm` into a new cache entry and loads it.
+    pub fn compile_into_cache(
+        wasm: &[u8],
+        name: &str,
+        config: &wasmedge_sdk::config::Config,
+        cache: &ModuleCache,
+        key: &CacheKey,
+    ) -> anyhow::Result<Module> {
+        let compiler = compiler(config)?;
+        let path = cache.insert_with(key, name, |payload| {
+            let dir = payload.parent().context("payload directory")?;
+            let stem = payload
+                .file_stem()
+                .context("payload name")?
+                .to_string_lossy();
+            let out = compiler
+                .compile_from_bytes(wasm, stem, dir)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if out != payload {
+                std::fs::rename(&out, payload)?;
+            }
+            Ok(())
+        })?;
+        log::debug!("cache miss: compiled {key} into {}", path.display());
+        Module::from_file(Some(config), &path).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     fn try_compile(wasm: &[u8], config: &wasmedge_sdk::config::Config) -> anyhow::Result<Module> {
-        let compiler =
-            wasmedge_sdk::Compiler::new(Some(config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let compiler = compiler(config)?;
         // The shared object is mapped once loaded; the directory goes when `dir` drops.
         let dir = tempfile::Builder::new()
             .prefix("wasmshim-aot.")

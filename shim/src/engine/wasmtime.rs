@@ -2,14 +2,20 @@
 //!
 //! Runs in the worker process. [`engine_config`] is the one place the
 //! wasmtime configuration is built, so that anything compiled ahead of time
-//! later uses exactly the settings modules are run with.
+//! later uses exactly the settings modules are run with. With a
+//! [`ModuleCache`], a module is compiled once and serialised; later starts
+//! map the serialised code (`Module::deserialize_open_file`), which the page
+//! cache shares between containers.
+
+use std::hash::Hash;
 
 use anyhow::{bail, Context};
 use wasmtime::{ExternType, InstancePre, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use super::{Engine, Outcome, PreparedModule, RunSpec};
+use super::cache::{CacheKey, ModuleCache, Sha256Hasher};
+use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec};
 
 /// The wasmtime engine (`io.containerd.wasmtime.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,21 +38,115 @@ pub fn engine_config() -> wasmtime::Config {
     config
 }
 
+/// The engine a module of `wasm_len` bytes is compiled and run with:
+/// [`engine_config`] plus the number of compiling threads, which does not
+/// change the compiled code (nor the cache key).
+fn engine_for(wasm_len: usize) -> anyhow::Result<wasmtime::Engine> {
+    let mut config = engine_config();
+    // Threads pay off only for big modules. A small one compiles as fast on
+    // this thread, and the worker then keeps no per-thread heaps for the
+    // container's whole life.
+    config.parallel_compilation(wasm_len >= PARALLEL_COMPILE_MIN_BYTES);
+    Ok(wasmtime::Engine::new(&config)?)
+}
+
+/// The cache key of `wasm` for `engine`: wasmtime's precompile compatibility
+/// hash covers its exact version, the target and its CPU features, and every
+/// setting that changes the compiled code.
+fn key_for(engine: &wasmtime::Engine, wasm: &[u8]) -> CacheKey {
+    let mut config = Sha256Hasher::default();
+    engine.precompile_compatibility_hash().hash(&mut config);
+    CacheKey::new(
+        "wasmtime",
+        concat!("wasmtime 48 / wasmshim ", env!("CARGO_PKG_VERSION")),
+        &config.digest(),
+        wasm,
+    )
+}
+
+/// Compiles `wasm`, naming the module in the error.
+fn compile(engine: &wasmtime::Engine, wasm: &[u8], name: &str) -> anyhow::Result<Module> {
+    Module::new(engine, wasm)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{name} is not a valid WebAssembly module"))
+}
+
+/// The compiled module from `cache`, if it holds a loadable entry for `key`.
+fn load_cached(engine: &wasmtime::Engine, cache: &ModuleCache, key: &CacheKey) -> Option<Module> {
+    let hit = cache.lookup(key)?;
+    // SAFETY: the file is a payload this shim wrote with `Module::serialize`
+    // into a cache directory only this user can write (checked by
+    // `ModuleCache::open`), checksummed right now from this very descriptor;
+    // entries are never modified in place (a removed one stays mapped intact).
+    match unsafe { Module::deserialize_open_file(engine, hit.file) } {
+        Ok(module) => Some(module),
+        Err(e) => {
+            log::warn!("cache entry {key} does not load, compiling again: {e:#}");
+            cache.discard(key);
+            None
+        }
+    }
+}
+
+/// Loads `wasm`'s compiled code from `cache`, or compiles it and stores it.
+/// Returns the module and whether it came from the cache.
+fn compile_cached(
+    engine: &wasmtime::Engine,
+    wasm: &[u8],
+    name: &str,
+    cache: &ModuleCache,
+) -> anyhow::Result<(Module, bool)> {
+    let key = key_for(engine, wasm);
+    if let Some(module) = load_cached(engine, cache, &key) {
+        log::debug!("cache hit: {key}");
+        return Ok((module, true));
+    }
+    let module = compile(engine, wasm, name)?;
+    let stored = module
+        .serialize()
+        .map_err(anyhow::Error::from)
+        .and_then(|code| cache.insert(&key, name, &code));
+    match stored {
+        Ok(path) => log::debug!("cache miss: compiled {key} into {}", path.display()),
+        Err(e) => log::warn!("cache miss: compiled {key}, not stored: {e:#}"),
+    }
+    Ok((module, false))
+}
+
 impl Engine for WasmtimeEngine {
     fn name(&self) -> &'static str {
         "wasmtime"
     }
 
-    fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>> {
-        let mut config = engine_config();
-        // Threads pay off only for big modules. A small one compiles as fast on
-        // this thread, and the worker then keeps no per-thread heaps for the
-        // container's whole life.
-        config.parallel_compilation(wasm.len() >= PARALLEL_COMPILE_MIN_BYTES);
-        let engine = wasmtime::Engine::new(&config)?;
-        let module = Module::new(&engine, wasm)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly module", spec.module_name))?;
+    fn cache_key(&self, wasm: &[u8]) -> anyhow::Result<Option<CacheKey>> {
+        Ok(Some(key_for(&engine_for(wasm.len())?, wasm)))
+    }
+
+    fn precompile(
+        &self,
+        wasm: &[u8],
+        source: &str,
+        cache: &ModuleCache,
+    ) -> anyhow::Result<Precompiled> {
+        let engine = engine_for(wasm.len())?;
+        let (_, was_cached) = compile_cached(&engine, wasm, source, cache)?;
+        Ok(Precompiled {
+            key: key_for(&engine, wasm),
+            was_cached,
+        })
+    }
+
+    fn prepare(
+        &self,
+        wasm: &[u8],
+        spec: &RunSpec,
+        cache: Option<&ModuleCache>,
+    ) -> anyhow::Result<Box<dyn PreparedModule>> {
+        let engine = engine_for(wasm.len())?;
+        let module = match cache {
+            Some(cache) => compile_cached(&engine, wasm, &spec.module_name, cache)?.0,
+            None => compile(&engine, wasm, &spec.module_name)?,
+        };
         match module.get_export(&spec.entry) {
             Some(ExternType::Func(ty)) if ty.params().len() == 0 => {}
             Some(ExternType::Func(_)) => bail!(
@@ -123,5 +223,27 @@ impl PreparedModule for PreparedWasmtime {
                 None => Outcome::Trapped(format!("{err:?}")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_follows_the_config_but_not_the_thread_count() {
+        let wasm = b"\0asm\x01\0\0\0";
+        let small = key_for(&engine_for(1).unwrap(), wasm);
+        let big = key_for(&engine_for(PARALLEL_COMPILE_MIN_BYTES).unwrap(), wasm);
+        assert_eq!(small, big);
+        let mut config = engine_config();
+        config.cranelift_opt_level(wasmtime::OptLevel::None);
+        let other = key_for(&wasmtime::Engine::new(&config).unwrap(), wasm);
+        assert_ne!(small, other);
+        let mut config = engine_config();
+        config.wasm_simd(false).wasm_relaxed_simd(false);
+        let other = key_for(&wasmtime::Engine::new(&config).unwrap(), wasm);
+        assert_ne!(small, other);
+        assert_eq!(WasmtimeEngine::new().cache_key(wasm).unwrap(), Some(small));
     }
 }

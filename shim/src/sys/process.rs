@@ -60,6 +60,11 @@ impl Isolation for ProcessIsolation {
             .arg(id)
             .env_clear()
             .env(LOG_LEVEL_ENV, log::max_level().as_str())
+            .envs(
+                crate::engine::cache::ENV_VARS
+                    .iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            )
             .stdin(Stdio::from(clone(&files.stdin)?))
             .stdout(Stdio::from(clone(&files.stdout)?))
             .stderr(Stdio::from(clone(&files.stderr)?));

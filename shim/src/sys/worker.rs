@@ -5,7 +5,8 @@
 //! module (reporting `ok` or `err <why>`, and `log <level> <msg>` lines for the
 //! shim's log), waits for `start`, runs the module,
 //! and exits with its status: `proc_exit(n)` → n, a trap →
-//! [`crate::engine::EXIT_TRAP`].
+//! [`crate::engine::EXIT_TRAP`]. Compiled code comes from the module cache
+//! the shim's environment names ([`crate::engine::cache`]) when it is usable.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 
-use crate::engine::{Engine, Outcome, RunSpec};
+use crate::engine::{Engine, ModuleCache, Outcome, RunSpec};
 
 /// First argument that turns the shim binary into a worker.
 pub const WORKER_ARG: &str = "__wasmshim_worker";
@@ -51,7 +52,8 @@ pub fn main(engine: &dyn Engine) -> ! {
         .and_then(|spec| {
             let wasm = std::fs::read(&spec.module)
                 .with_context(|| format!("cannot read {}", spec.module_name))?;
-            engine.prepare(&wasm, &spec)
+            let cache = ModuleCache::from_env();
+            engine.prepare(&wasm, &spec, cache.as_ref())
         });
     let prepared = match prepared {
         Ok(p) => {
