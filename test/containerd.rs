@@ -16,6 +16,9 @@ use wasmshim_integration::{
     busybox_image, engines, modules, runtime, text, wasm_image, Containerd,
 };
 
+#[path = "cache.rs"]
+mod cache;
+
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
 
@@ -49,11 +52,28 @@ const CASES: &[(&str, Case)] = &[
     ("error_missing_module", error_missing_module),
     ("error_missing_function", error_missing_function),
     ("error_corrupt_module", error_corrupt_module),
+    ("cache_second_start_is_a_hit", cache::second_start_is_a_hit),
+    (
+        "cache_corrupt_entry_is_rebuilt",
+        cache::corrupt_entry_is_rebuilt,
+    ),
+    (
+        "cache_ten_concurrent_first_starts",
+        cache::ten_concurrent_first_starts,
+    ),
+    ("cache_eviction_past_the_cap", cache::eviction_past_the_cap),
 ];
 
 /// Cases for one engine only: (engine, name, case).
-const ENGINE_CASES: &[(&str, &str, Case)] =
-    &[("wasmedge", "reports_aot_or_interpreter", wasmedge_mode)];
+const ENGINE_CASES: &[(&str, &str, Case)] = &[
+    ("wasmedge", "reports_aot_or_interpreter", wasmedge_mode),
+    // The CLI precompiles with wasmtime (WasmEdge only when built with its feature).
+    (
+        "wasmtime",
+        "cache_precompile_after_import",
+        cache::precompile_after_import,
+    ),
+];
 
 fn main() {
     let args = Arguments::from_args();

@@ -62,6 +62,13 @@ impl Containerd {
 
     /// Starts containerd as [`Containerd::start`] does, logging at `level`.
     pub fn start_with_log_level(level: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(level, &[])
+    }
+
+    /// Starts containerd logging at `level`, with `env` added to its
+    /// environment (which its shims inherit). The shims' module cache is
+    /// [`Containerd::cache_dir`], private to this containerd.
+    pub fn start_with_env(level: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("wasmshim-containerd.")
             .tempdir()?;
@@ -89,6 +96,8 @@ impl Containerd {
             .arg("--config")
             .arg(root.join("config.toml"))
             .env("PATH", path)
+            .env("WASMSHIM_CACHE_DIR", root.join("cache"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -115,6 +124,11 @@ impl Containerd {
     /// The temp dir holding root, state, socket, fifos and the log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The shims' module cache (`WASMSHIM_CACHE_DIR`), created by the first start.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
     }
 
     /// Directory for ctr's stdio fifos (`ctr run --fifo-dir`).

@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
     containerd.import(&busybox_image("docker.io/wasmshim/busybox:bench")?)?;
     for (name, file) in [
         ("hello", "hello.wasm"),
+        ("args", "args.wasm"),
         ("sleep", "sleep.wasm"),
         ("big", "big.wasm"),
     ] {
@@ -119,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         date: utc_now(),
         machine: Machine::detect(),
         cold_start: Vec::new(),
+        cold_start_c: Vec::new(),
         first_byte: Vec::new(),
         memory: Vec::new(),
         density: Vec::new(),
@@ -140,6 +142,33 @@ fn main() -> anyhow::Result<()> {
     match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
         Ok(s) => report.cold_start = s,
         Err(e) => report.errors.push(format!("cold start: {e:#}")),
+    }
+    save(&report);
+    // The same with a C module of 28 KB, after one untimed run of each kind,
+    // so that every timed start of ours loads compiled code from the cache.
+    let c_kinds: Vec<Kind> = kinds
+        .iter()
+        .map(|k| {
+            let mut k = k.clone();
+            if k.is_wasm() {
+                k.hello = (
+                    "docker.io/wasmshim/args:bench".into(),
+                    vec!["/args.wasm".into(), "hi".into()],
+                );
+                k.hello_output = "arg 1=hi".into();
+            }
+            k
+        })
+        .collect();
+    eprintln!(
+        "bench: cold start, C module, warm cache, {} rounds",
+        plan.rounds
+    );
+    match scenarios::cold_start(&containerd, &c_kinds, 1)
+        .and_then(|_| scenarios::cold_start(&containerd, &c_kinds, plan.rounds))
+    {
+        Ok(s) => report.cold_start_c = s,
+        Err(e) => report.errors.push(format!("cold start, C module: {e:#}")),
     }
     save(&report);
     eprintln!("bench: start to first byte, {} rounds", plan.rounds);
