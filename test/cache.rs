@@ -26,7 +26,22 @@ fn variant(cd: &Containerd, modules: &Path, tag: &str) -> anyhow::Result<String>
     wasm.extend_from_slice(tag.as_bytes());
     let file = cd.dir().join(format!("{tag}.wasm"));
     std::fs::write(&file, &wasm)?;
-    cd.import(&wasm_image(&image(tag), &file, &[])?)?;
+    // Not `Containerd::import`: its one `image.tar` would race with the
+    // imports of cases running at the same time.
+    let tar = cd.dir().join(format!("{tag}.tar"));
+    wasm_image(&image(tag), &file, &[])?.write_archive(std::fs::File::create(&tar)?)?;
+    let out = cd.ctr(&[
+        "image",
+        "import",
+        "--all-platforms",
+        tar.to_str().context("path")?,
+    ]);
+    std::fs::remove_file(&tar)?;
+    ensure!(
+        out.status.success(),
+        "ctr image import {tag}: {:?}",
+        text(&out)
+    );
     Ok(image(tag))
 }
 
