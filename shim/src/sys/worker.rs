@@ -2,10 +2,9 @@
 //!
 //! Runs as `<shim> __wasmshim_worker <id>`, single-threaded, with the
 //! container's stdio on fds 0-2 and the control socket on fd 3. It loads the
-//! module (reporting `ok` or `err <why>`, and `log <level> <msg>` lines for the
-//! shim's log), waits for `start`, runs the module,
-//! and exits with its status: `proc_exit(n)` → n, a trap →
-//! [`crate::engine::EXIT_TRAP`].
+//! module (reporting `ok` or `err <kind> <why>`, and `log <level> <msg>` lines
+//! for the shim's log), waits for `start`, runs the module, and exits with its
+//! status as [`crate::exit`] defines it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
@@ -14,7 +13,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 
-use crate::engine::{Engine, Outcome, RunSpec};
+use crate::engine::{Engine, Outcome, PreparedModule, RunSpec};
 
 /// First argument that turns the shim binary into a worker.
 pub const WORKER_ARG: &str = "__wasmshim_worker";
@@ -44,24 +43,20 @@ pub fn main(engine: &dyn Engine) -> ! {
     }
     let mut lines = BufReader::new(control).lines();
 
-    let prepared = lines
-        .next()
-        .context("no RunSpec from the shim")
-        .and_then(|line| Ok(serde_json::from_str::<RunSpec>(&line?)?))
-        .and_then(|spec| {
-            let wasm = std::fs::read(&spec.module)
-                .with_context(|| format!("cannot read {}", spec.module_name))?;
-            engine.prepare(&wasm, &spec)
-        });
+    let prepared = load(&mut lines, engine);
     let prepared = match prepared {
         Ok(p) => {
             release_free_heap();
             let _ = reply.write_all(b"ok\n");
             p
         }
-        Err(err) => {
+        Err(failure) => {
+            let (kind, err) = match failure {
+                LoadError::Module(e) => ("invalid", e),
+                LoadError::Worker(e) => ("internal", e),
+            };
             let message = format!("{err:#}").replace('\n', " ");
-            let _ = writeln!(reply, "err {message}");
+            let _ = writeln!(reply, "err {kind} {message}");
             std::process::exit(1);
         }
     };
@@ -78,6 +73,33 @@ pub fn main(engine: &dyn Engine) -> ! {
         let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
     }
     std::process::exit(outcome.exit_status());
+}
+
+/// Why a worker could not prepare its module.
+enum LoadError {
+    /// The module or the spec is at fault (Create fails with InvalidArgument).
+    Module(anyhow::Error),
+    /// The worker itself failed (Create fails with Internal).
+    Worker(anyhow::Error),
+}
+
+/// Reads the RunSpec from the shim, then reads and prepares the module.
+fn load(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    engine: &dyn Engine,
+) -> Result<Box<dyn PreparedModule>, LoadError> {
+    let line = lines
+        .next()
+        .context("no RunSpec from the shim")
+        .and_then(|line| Ok(line?))
+        .map_err(LoadError::Worker)?;
+    let spec: RunSpec = serde_json::from_str(&line)
+        .context("decoding the RunSpec")
+        .map_err(LoadError::Worker)?;
+    let wasm = std::fs::read(&spec.module)
+        .with_context(|| format!("cannot read {}", spec.module_name))
+        .map_err(LoadError::Worker)?;
+    engine.prepare(&wasm, &spec).map_err(LoadError::Module)
 }
 
 /// Returns the heap that compiling used and freed to the kernel.
