@@ -672,7 +672,8 @@ fn run_sleeper(env: &Env, rt: &str, id: &str, extra: &[&str]) -> anyhow::Result<
         rt,
     ];
     args.extend(extra);
-    args.extend([&image("sleep") as &str, id, "/sleep.wasm", "600"]);
+    let sleep = image("sleep");
+    args.extend([sleep.as_str(), id, "/sleep.wasm", "600"]);
     let out = env.containerd.ctr(&args);
     ensure!(out.status.success(), "ctr run -d {id}: {:?}", text(&out));
     wait_for_status(env, id, "RUNNING", Duration::from_secs(20))
