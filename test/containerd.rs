@@ -780,6 +780,14 @@ fn delete_after_shim_crash(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> 
     })();
     env.containerd.ctr(&["task", "rm", "--force", id]);
     let rm = env.containerd.ctr(&["container", "rm", id]);
+    // containerd deleted the dead shim's task itself, so `ctr` never closed
+    // the stdio fifos it made for `run -d`: they are the client's, removed
+    // here as `ctr task rm` would have. Everything of the shim's is checked.
+    for fifo in ["stdin", "stdout", "stderr"] {
+        for dir in std::fs::read_dir(env.containerd.fifo_dir())?.flatten() {
+            let _ = std::fs::remove_file(dir.path().join(format!("{id}-{fifo}")));
+        }
+    }
     result?;
     ensure!(
         rm.status.success(),
