@@ -16,6 +16,8 @@ use wasmshim_integration::{
     busybox_image, engines, modules, runtime, text, wasm_image, Containerd,
 };
 
+mod isolation;
+
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
 
@@ -49,6 +51,18 @@ const CASES: &[(&str, Case)] = &[
     ("error_missing_module", error_missing_module),
     ("error_missing_function", error_missing_function),
     ("error_corrupt_module", error_corrupt_module),
+    ("oom_kill_exits_137", isolation::oom_kill_exits_137),
+    (
+        "cgroup_limits_and_metrics",
+        isolation::cgroup_limits_and_metrics,
+    ),
+    ("network_namespace", isolation::network_namespace),
+    ("user_owns_files", isolation::user_owns_files),
+    ("seccomp_caps_nnp", isolation::seccomp_caps_nnp),
+    (
+        "hooks_get_state_and_fail_create",
+        isolation::hooks_get_state_and_fail_create,
+    ),
 ];
 
 /// Cases for one engine only: (engine, name, case).
@@ -115,7 +129,7 @@ fn setup() -> anyhow::Result<()> {
     let containerd = Containerd::start()?;
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
     for name in [
-        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet",
+        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "alloc",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         let env: &[&str] = if name == "args" {

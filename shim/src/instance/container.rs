@@ -206,7 +206,13 @@ pub(crate) mod tests {
 
     #[async_trait]
     impl Isolation for FakeIsolation {
-        async fn create(&self, _id: &str, _spec: &RunSpec, _stdio: &StdioPaths) -> Result<Spawned> {
+        async fn create(
+            &self,
+            _id: &str,
+            _bundle: &Path,
+            _spec: &RunSpec,
+            _stdio: &StdioPaths,
+        ) -> Result<Spawned> {
             Ok(Spawned {
                 pid: 42,
                 starter: Box::new(FakeStarter(Arc::default())),
@@ -218,6 +224,12 @@ pub(crate) mod tests {
             self.signals.lock().unwrap().push((pid, signal));
             Ok(())
         }
+
+        fn stats(&self, _id: &str) -> Result<crate::sys::CgroupStats> {
+            Ok(Default::default())
+        }
+
+        async fn delete(&self, _id: &str) {}
     }
 
     fn container() -> (Container, Arc<Mutex<bool>>) {

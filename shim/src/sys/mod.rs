@@ -6,22 +6,39 @@
 //! `docs/process-model.md`); tests of the lifecycle use a recording fake.
 //! This module is the only place with `unsafe` code.
 
+pub mod cgroup;
+pub mod confine;
+pub mod enclosure;
+pub mod hooks;
+pub mod plan;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod stdio;
 pub mod worker;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 
 use async_trait::async_trait;
 
 use crate::engine::RunSpec;
 use crate::error::Result;
+pub use cgroup::CgroupStats;
 pub use stdio::StdioPaths;
 
-/// Resolves to the exit status once the container's process has ended.
-pub type ExitFuture = Pin<Box<dyn Future<Output = u32> + Send>>;
+/// How a container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exited {
+    /// Exit status (128+n when killed by signal n).
+    pub status: u32,
+    /// The kernel's OOM killer killed it (its cgroup hit its memory limit).
+    pub oom_killed: bool,
+}
+
+/// Resolves once the container's process has ended.
+pub type ExitFuture = Pin<Box<dyn Future<Output = Exited> + Send>>;
 
 /// A created, not yet started, container process.
 pub struct Spawned {
@@ -43,10 +60,24 @@ pub trait Starter: Send {
 /// Where and how a container runs.
 #[async_trait]
 pub trait Isolation: Send + Sync {
-    /// Creates the container's process: it loads and checks the module, then
-    /// waits for [`Starter::start`]. Errors name what is wrong with the module.
-    async fn create(&self, id: &str, spec: &RunSpec, stdio: &StdioPaths) -> Result<Spawned>;
+    /// Creates the container's process, confined as the bundle's spec says
+    /// (cgroup, namespaces, user, seccomp, hooks): it loads and checks the
+    /// module, then waits for [`Starter::start`]. Errors name what is wrong.
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &RunSpec,
+        stdio: &StdioPaths,
+    ) -> Result<Spawned>;
 
     /// Sends `signal` to the container's process.
     fn signal(&self, pid: u32, signal: u32) -> Result<()>;
+
+    /// Resource usage of container `id` (its cgroup).
+    fn stats(&self, id: &str) -> Result<CgroupStats>;
+
+    /// Removes what Create set up around container `id`'s process (its
+    /// cgroup) and runs its poststop hooks; the process must have exited.
+    async fn delete(&self, id: &str);
 }

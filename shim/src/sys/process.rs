@@ -5,17 +5,21 @@
 //! it speaks a line protocol (see [`super::worker`]):
 //!
 //! ```text
-//! shim -> worker   {RunSpec as JSON}\n
-//! worker -> shim   ok\n  |  err <message>\n       (module loaded, or why not)
+//! shim -> worker   {"run": RunSpec, "confine": Confinement} as JSON\n
+//!                  (sent once the worker is in its cgroup)
+//! worker -> shim   ok\n  |  err <message>\n  |  fail <message>\n
+//!                  (confined and module loaded; or a bad module; or an OS failure)
 //! shim -> worker   start\n                        (Start; EOF instead ends the worker)
 //! worker -> shim   trap <message>\n               (only if the module trapped)
 //! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
 //! ```
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use nix::sys::signal::{kill, Signal};
@@ -24,15 +28,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
-use super::worker::{CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
-use super::{Isolation, Spawned, Starter, StdioPaths};
+use super::enclosure::Enclosure;
+use super::plan::Plan;
+use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
+use super::{CgroupStats, Exited, Isolation, Spawned, Starter, StdioPaths};
 use crate::engine::RunSpec;
 use crate::error::{Error, Result};
 
 /// Runs every container in a worker process started from `exe`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcessIsolation {
     exe: PathBuf,
+    /// Cgroup and hooks of every created, not yet deleted, container.
+    enclosures: Mutex<HashMap<String, Arc<Enclosure>>>,
 }
 
 impl ProcessIsolation {
@@ -40,13 +48,24 @@ impl ProcessIsolation {
     pub fn current_exe() -> Result<Self> {
         let exe =
             std::env::current_exe().map_err(|e| Error::internal("locating the shim binary", e))?;
-        Ok(ProcessIsolation { exe })
+        Ok(ProcessIsolation {
+            exe,
+            enclosures: Mutex::default(),
+        })
     }
 }
 
 #[async_trait]
 impl Isolation for ProcessIsolation {
-    async fn create(&self, id: &str, spec: &RunSpec, stdio: &StdioPaths) -> Result<Spawned> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &RunSpec,
+        stdio: &StdioPaths,
+    ) -> Result<Spawned> {
+        let plan = Plan::load(bundle, id)?;
+        plan.log_unsupported(id);
         let files = stdio
             .open()
             .map_err(|e| Error::internal("opening the container's stdio", e))?;
@@ -82,6 +101,14 @@ impl Isolation for ProcessIsolation {
             .map_err(|e| Error::internal(format!("starting worker {}", self.exe.display()), e))?;
         drop(theirs);
         let pid = child.id().unwrap_or_default();
+        // The worker waits for its first line: nothing runs before it is in its cgroup.
+        let enclosure = match Enclosure::enter(id, bundle, plan, pid) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(e);
+            }
+        };
 
         ours.set_nonblocking(true)
             .map_err(|e| Error::internal("control socket", e))?;
@@ -90,8 +117,12 @@ impl Isolation for ProcessIsolation {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
 
+        let request = WorkerRequest {
+            run: spec.clone(),
+            confine: enclosure.plan().confine.clone(),
+        };
         let mut request =
-            serde_json::to_string(spec).map_err(|e| Error::internal("encoding RunSpec", e))?;
+            serde_json::to_string(&request).map_err(|e| Error::internal("encoding RunSpec", e))?;
         request.push('\n');
         // A worker that died early closes the socket: its exit status tells more than EPIPE.
         let _ = write.write_all(request.as_bytes()).await;
@@ -104,23 +135,32 @@ impl Isolation for ProcessIsolation {
                 _ => break None,
             }
         };
-        match reply.as_deref() {
-            Some("ok") => {}
-            Some(line) => {
-                let _ = child.wait().await;
-                let message = line.strip_prefix("err ").unwrap_or(line);
-                return Err(Error::InvalidArgument(message.to_string()));
-            }
+        let failed = match reply.as_deref() {
+            Some("ok") => enclosure.created().await.err(),
+            Some(line) => Some(match line.strip_prefix("fail ") {
+                Some(message) => {
+                    Error::internal("confining the worker", anyhow::anyhow!("{message}"))
+                }
+                None => Error::InvalidArgument(line.strip_prefix("err ").unwrap_or(line).into()),
+            }),
             None => {
                 let status = child.wait().await.map(exit_status).unwrap_or(255);
-                return Err(Error::internal(
+                Some(Error::internal(
                     "worker process",
                     anyhow::anyhow!("exited with status {status} before loading the module"),
-                ));
+                ))
             }
+        };
+        if let Some(e) = failed {
+            // Nothing of a failed Create remains: no process, no cgroup.
+            let _ = child.kill().await;
+            enclosure.delete().await;
+            return Err(e);
         }
+        self.enclosures().insert(id.to_string(), enclosure.clone());
 
         let id = id.to_string();
+        let watched = enclosure.clone();
         let exit = Box::pin(async move {
             let mut trap = None;
             while let Ok(Some(line)) = lines.next_line().await {
@@ -140,13 +180,20 @@ impl Isolation for ProcessIsolation {
             if let Some(message) = trap {
                 log::error!("container {id}: module trapped: {message}");
             }
+            let oom_killed = watched.oom_killed();
+            if oom_killed {
+                log::warn!("container {id}: killed by the OOM killer (memory limit)");
+            }
             // Closing the shim's copies of the fifos gives their readers end-of-file.
             drop(files);
-            status
+            Exited { status, oom_killed }
         });
         Ok(Spawned {
             pid,
-            starter: Box::new(ProcessStarter { control: write }),
+            starter: Box::new(ProcessStarter {
+                control: write,
+                enclosure,
+            }),
             exit,
         })
     }
@@ -157,20 +204,47 @@ impl Isolation for ProcessIsolation {
         kill(Pid::from_raw(pid as i32), sig)
             .map_err(|e| Error::internal(format!("sending {sig} to process {pid}"), e))
     }
+
+    fn stats(&self, id: &str) -> Result<CgroupStats> {
+        self.enclosure(id)?.stats()
+    }
+
+    async fn delete(&self, id: &str) {
+        let enclosure = self.enclosures().remove(id);
+        if let Some(enclosure) = enclosure {
+            enclosure.delete().await;
+        }
+    }
+}
+
+impl ProcessIsolation {
+    fn enclosures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Enclosure>>> {
+        self.enclosures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enclosure(&self, id: &str) -> Result<Arc<Enclosure>> {
+        self.enclosures()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
+    }
 }
 
 /// Tells a worker to start by writing `start` on its control socket.
 struct ProcessStarter {
     control: OwnedWriteHalf,
+    enclosure: Arc<Enclosure>,
 }
 
 #[async_trait]
 impl Starter for ProcessStarter {
     async fn start(mut self: Box<Self>) -> Result<()> {
-        self.control
-            .write_all(b"start\n")
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("the container's process is gone: {e}")))
+        self.enclosure.starting().await?;
+        self.control.write_all(b"start\n").await.map_err(|e| {
+            Error::FailedPrecondition(format!("the container's process is gone: {e}"))
+        })?;
+        self.enclosure.started().await;
+        Ok(())
     }
 }
 

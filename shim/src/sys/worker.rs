@@ -13,8 +13,20 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
+use super::confine;
+use super::plan::Confinement;
 use crate::engine::{Engine, Outcome, RunSpec};
+
+/// The worker's first line: what to run and how to confine it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The module and its WASI view, for the engine.
+    pub run: RunSpec,
+    /// Namespaces, identity, seccomp: applied by the worker to itself.
+    pub confine: Confinement,
+}
 
 /// First argument that turns the shim binary into a worker.
 pub const WORKER_ARG: &str = "__wasmshim_worker";
@@ -44,27 +56,41 @@ pub fn main(engine: &dyn Engine) -> ! {
     }
     let mut lines = BufReader::new(control).lines();
 
-    let prepared = lines
+    let fail = |reply: &mut UnixStream, kind: &str, err: anyhow::Error| -> ! {
+        let message = format!("{err:#}").replace('\n', " ");
+        let _ = writeln!(reply, "{kind} {message}");
+        std::process::exit(1);
+    };
+    let request = match lines
         .next()
         .context("no RunSpec from the shim")
-        .and_then(|line| Ok(serde_json::from_str::<RunSpec>(&line?)?))
-        .and_then(|spec| {
-            let wasm = std::fs::read(&spec.module)
-                .with_context(|| format!("cannot read {}", spec.module_name))?;
-            engine.prepare(&wasm, &spec)
-        });
-    let prepared = match prepared {
-        Ok(p) => {
-            release_free_heap();
-            let _ = reply.write_all(b"ok\n");
-            p
-        }
-        Err(err) => {
-            let message = format!("{err:#}").replace('\n', " ");
-            let _ = writeln!(reply, "err {message}");
-            std::process::exit(1);
-        }
+        .and_then(|line| Ok(serde_json::from_str::<WorkerRequest>(&line?)?))
+    {
+        Ok(r) => r,
+        Err(e) => fail(&mut reply, "fail", e),
     };
+    let WorkerRequest {
+        run: mut spec,
+        confine: plan,
+    } = request;
+    // Still one thread here: namespaces can be entered.
+    if let Err(e) =
+        confine::enter_namespaces(&plan).and_then(|()| confine::open_preopens(&mut spec, &plan))
+    {
+        fail(&mut reply, "fail", e);
+    }
+    let prepared = std::fs::read(&spec.module)
+        .with_context(|| format!("cannot read {}", spec.module_name))
+        .and_then(|wasm| engine.prepare(&wasm, &spec));
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => fail(&mut reply, "err", e),
+    };
+    release_free_heap();
+    if let Err(e) = confine::drop_privileges(&plan) {
+        fail(&mut reply, "fail", e);
+    }
+    let _ = reply.write_all(b"ok\n");
 
     match lines.next() {
         Some(Ok(line)) if line == "start" => {}

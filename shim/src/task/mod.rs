@@ -7,4 +7,5 @@
 
 pub mod bootstrap;
 pub mod events;
+pub mod metrics;
 pub mod service;

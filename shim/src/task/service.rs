@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::ProcessInfo;
@@ -119,7 +121,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
         };
         let spawned = match oci::load_bundle(&bundle) {
-            Ok(spec) => self.isolation.create(&req.id, &spec, &stdio).await,
+            Ok(spec) => self.isolation.create(&req.id, &bundle, &spec, &stdio).await,
             Err(e) => Err(e),
         };
         let spawned = match spawned {
@@ -145,7 +147,20 @@ impl TaskService {
         let events = self.events.clone();
         let watched = container.clone();
         tokio::spawn(async move {
-            let status = exit.await;
+            let exited = exit.await;
+            if exited.oom_killed {
+                // containerd expects the OOM event before the exit.
+                events
+                    .publish(
+                        topics::TASK_OOM_EVENT_TOPIC,
+                        Box::new(TaskOOM {
+                            container_id: watched.id().to_string(),
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+            let status = exited.status;
             let info = watched.set_exited(status);
             log::info!("container {}: exited with status {status}", watched.id());
             events
@@ -173,6 +188,7 @@ impl TaskService {
             let _ = container.kill(self.isolation.as_ref(), libc::SIGKILL as u32);
         }
         let exit = container.wait().await;
+        self.isolation.delete(id).await;
         rootfs::unmount(&container.bundle().join("rootfs"))?;
         self.containers().remove(id);
         self.events
@@ -367,9 +383,14 @@ impl Task for TaskService {
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        unsupported("stats")
+        self.get(&req.id, "")?;
+        let stats = self.isolation.stats(&req.id)?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(super::metrics::to_any(&stats)?),
+            ..Default::default()
+        })
     }
 
     async fn exec(
