@@ -150,6 +150,7 @@ fn v2_metrics(stats: &CgroupStats) -> v2::Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim::protos::protobuf::Message;
 
     #[test]
     fn v1_and_v2_carry_type_url_and_values() {
