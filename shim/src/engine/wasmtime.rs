@@ -37,6 +37,10 @@ impl Engine for WasmtimeEngine {
         "wasmtime"
     }
 
+    fn version(&self) -> String {
+        env!("WASMSHIM_WASMTIME_VERSION").to_string()
+    }
+
     fn prepare(&self, wasm: &[u8], spec: &RunSpec) -> anyhow::Result<Box<dyn PreparedModule>> {
         let mut config = engine_config();
         // Threads pay off only for big modules. A small one compiles as fast on

@@ -218,15 +218,6 @@ pub struct UserPlan {
 pub type RlimitKind = i32;
 
 impl Plan {
-    /// Reads `<bundle>/config.json` and builds the plan of container `id`.
-    pub fn load(bundle: &Path, id: &str) -> Result<Self> {
-        let config = bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read OCI spec {}: {e}", config.display()))
-        })?;
-        Plan::from_spec(&spec, id)
-    }
-
     /// Builds the plan of container `id` from its spec; a bad field is an
     /// [`Error::InvalidArgument`] that names it.
     pub fn from_spec(spec: &Spec, id: &str) -> Result<Self> {

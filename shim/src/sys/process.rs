@@ -7,40 +7,36 @@
 //! ```text
 //! shim -> worker   {"run": RunSpec, "confine": Confinement} as JSON\n
 //!                  (sent once the worker is in its cgroup)
-//! worker -> shim   ok\n  |  err <message>\n  |  fail <message>\n
-//!                  (confined and module loaded; or a bad module; or an OS failure)
+//! worker -> shim   ok\n  |  err <kind> <message>\n   (confined and module loaded,
+//!                                                     or why not; kind: invalid | internal)
 //! shim -> worker   start\n                        (Start; EOF instead ends the worker)
 //! worker -> shim   trap <message>\n               (only if the module trapped)
 //! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
 //! ```
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
 use super::enclosure::Enclosure;
+use super::pidfd::PidFd;
 use super::plan::Plan;
 use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
-use super::{CgroupStats, Exited, Isolation, Spawned, Starter, StdioPaths};
-use crate::engine::RunSpec;
+use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
+use crate::exit;
 
 /// Runs every container in a worker process started from `exe`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProcessIsolation {
     exe: PathBuf,
-    /// Cgroup and hooks of every created, not yet deleted, container.
-    enclosures: Mutex<HashMap<String, Arc<Enclosure>>>,
 }
 
 impl ProcessIsolation {
@@ -48,25 +44,18 @@ impl ProcessIsolation {
     pub fn current_exe() -> Result<Self> {
         let exe =
             std::env::current_exe().map_err(|e| Error::internal("locating the shim binary", e))?;
-        Ok(ProcessIsolation {
-            exe,
-            enclosures: Mutex::default(),
-        })
+        Ok(ProcessIsolation { exe })
     }
 }
 
 #[async_trait]
 impl Isolation for ProcessIsolation {
-    async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        spec: &RunSpec,
-        stdio: &StdioPaths,
-    ) -> Result<Spawned> {
-        let plan = Plan::load(bundle, id)?;
+    async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
+        let id = request.id;
+        let plan = Plan::from_spec(request.spec, id)?;
         plan.log_unsupported(id);
-        let files = stdio
+        let files = request
+            .stdio
             .open()
             .map_err(|e| Error::internal("opening the container's stdio", e))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -82,17 +71,13 @@ impl Isolation for ProcessIsolation {
             .stdin(Stdio::from(clone(&files.stdin)?))
             .stdout(Stdio::from(clone(&files.stdout)?))
             .stderr(Stdio::from(clone(&files.stderr)?));
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (dup2, prctl) on descriptors that stay open.
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (dup2, prctl) on descriptors that stay open.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
                 // The worker dies with the thread that forked it (the shim's runtime thread).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 Ok(())
             });
         }
@@ -101,8 +86,19 @@ impl Isolation for ProcessIsolation {
             .map_err(|e| Error::internal(format!("starting worker {}", self.exe.display()), e))?;
         drop(theirs);
         let pid = child.id().unwrap_or_default();
+        // The child is not reaped before `exit` below waits for it, so `pid` is still ours.
+        let pidfd = match PidFd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(Error::internal(
+                    format!("opening a pidfd for worker {pid}"),
+                    e,
+                ));
+            }
+        };
         // The worker waits for its first line: nothing runs before it is in its cgroup.
-        let enclosure = match Enclosure::enter(id, bundle, plan, pid) {
+        let enclosure = match Enclosure::enter(id, request.bundle, plan, pid) {
             Ok(e) => Arc::new(e),
             Err(e) => {
                 let _ = child.kill().await;
@@ -117,15 +113,15 @@ impl Isolation for ProcessIsolation {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
 
-        let request = WorkerRequest {
-            run: spec.clone(),
+        let worker_request = WorkerRequest {
+            run: request.run.clone(),
             confine: enclosure.plan().confine.clone(),
         };
-        let mut request =
-            serde_json::to_string(&request).map_err(|e| Error::internal("encoding RunSpec", e))?;
-        request.push('\n');
+        let mut line = serde_json::to_string(&worker_request)
+            .map_err(|e| Error::internal("encoding RunSpec", e))?;
+        line.push('\n');
         // A worker that died early closes the socket: its exit status tells more than EPIPE.
-        let _ = write.write_all(request.as_bytes()).await;
+        let _ = write.write_all(line.as_bytes()).await;
         let reply = loop {
             match lines.next_line().await {
                 Ok(Some(line)) => match line.strip_prefix("log ") {
@@ -137,14 +133,13 @@ impl Isolation for ProcessIsolation {
         };
         let failed = match reply.as_deref() {
             Some("ok") => enclosure.created().await.err(),
-            Some(line) => Some(match line.strip_prefix("fail ") {
-                Some(message) => {
-                    Error::internal("confining the worker", anyhow::anyhow!("{message}"))
-                }
-                None => Error::InvalidArgument(line.strip_prefix("err ").unwrap_or(line).into()),
-            }),
+            Some(line) => Some(worker_error(line)),
             None => {
-                let status = child.wait().await.map(exit_status).unwrap_or(255);
+                let status = child
+                    .wait()
+                    .await
+                    .map(exit::from_wait_status)
+                    .unwrap_or(exit::UNKNOWN);
                 Some(Error::internal(
                     "worker process",
                     anyhow::anyhow!("exited with status {status} before loading the module"),
@@ -157,10 +152,8 @@ impl Isolation for ProcessIsolation {
             enclosure.delete().await;
             return Err(e);
         }
-        self.enclosures().insert(id.to_string(), enclosure.clone());
 
         let id = id.to_string();
-        let watched = enclosure.clone();
         let exit = Box::pin(async move {
             let mut trap = None;
             while let Ok(Some(line)) = lines.next_line().await {
@@ -171,80 +164,110 @@ impl Isolation for ProcessIsolation {
                 }
             }
             let status = match child.wait().await {
-                Ok(status) => exit_status(status),
+                Ok(status) => exit::from_wait_status(status),
                 Err(e) => {
                     log::error!("container {id}: waiting for worker {pid}: {e}");
-                    255
+                    exit::UNKNOWN
                 }
             };
             if let Some(message) = trap {
                 log::error!("container {id}: module trapped: {message}");
             }
-            let oom_killed = watched.oom_killed();
-            if oom_killed {
-                log::warn!("container {id}: killed by the OOM killer (memory limit)");
-            }
             // Closing the shim's copies of the fifos gives their readers end-of-file.
             drop(files);
-            Exited { status, oom_killed }
+            status
         });
         Ok(Spawned {
-            pid,
-            starter: Box::new(ProcessStarter {
-                control: write,
+            process: Box::new(WorkerProcess {
+                pid,
+                pidfd,
+                control: Mutex::new(Some(write)),
                 enclosure,
             }),
             exit,
         })
     }
-
-    fn signal(&self, pid: u32, signal: u32) -> Result<()> {
-        let sig = Signal::try_from(signal as i32)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        kill(Pid::from_raw(pid as i32), sig)
-            .map_err(|e| Error::internal(format!("sending {sig} to process {pid}"), e))
-    }
-
-    fn stats(&self, id: &str) -> Result<CgroupStats> {
-        self.enclosure(id)?.stats()
-    }
-
-    async fn delete(&self, id: &str) {
-        let enclosure = self.enclosures().remove(id);
-        if let Some(enclosure) = enclosure {
-            enclosure.delete().await;
-        }
-    }
 }
 
-impl ProcessIsolation {
-    fn enclosures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Enclosure>>> {
-        self.enclosures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn enclosure(&self, id: &str) -> Result<Arc<Enclosure>> {
-        self.enclosures()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
-    }
-}
-
-/// Tells a worker to start by writing `start` on its control socket.
-struct ProcessStarter {
-    control: OwnedWriteHalf,
+/// The shim's handle on one worker: its pidfd and the control socket's writing half.
+struct WorkerProcess {
+    pid: u32,
+    pidfd: PidFd,
+    control: Mutex<Option<OwnedWriteHalf>>,
+    /// The worker's cgroup and hooks.
     enclosure: Arc<Enclosure>,
 }
 
 #[async_trait]
-impl Starter for ProcessStarter {
-    async fn start(mut self: Box<Self>) -> Result<()> {
+impl ContainerProcess for WorkerProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn start(&self) -> Result<()> {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut control) = control else {
+            return Err(Error::FailedPrecondition(
+                "the container's process was already started".into(),
+            ));
+        };
+        // A failing startContainer hook drops the socket: the worker then exits.
         self.enclosure.starting().await?;
-        self.control.write_all(b"start\n").await.map_err(|e| {
+        let result = control.write_all(b"start\n").await;
+        // Keep the socket open: closing it before the worker read `start` would end it.
+        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control);
+        result.map_err(|e| {
             Error::FailedPrecondition(format!("the container's process is gone: {e}"))
         })?;
         self.enclosure.started().await;
         Ok(())
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.enclosure.oom_killed()
+    }
+
+    fn stats(&self) -> Result<CgroupStats> {
+        self.enclosure.stats()
+    }
+
+    async fn release(&self) {
+        self.enclosure.delete().await;
+    }
+
+    fn signal(&self, signal: u32) -> Result<()> {
+        let sig = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match self.pidfd.send_signal(sig as i32) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound(format!(
+                "process {} already finished",
+                self.pid
+            ))),
+            Err(e) => Err(Error::internal(
+                format!("sending {sig} to process {}", self.pid),
+                e,
+            )),
+        }
+    }
+}
+
+/// The error of a worker's `err <kind> <message>` reply.
+fn worker_error(line: &str) -> Error {
+    let rest = line.strip_prefix("err ").unwrap_or(line);
+    match rest.split_once(' ') {
+        Some(("invalid", message)) => Error::InvalidArgument(message.to_string()),
+        Some(("internal", message)) => {
+            Error::internal("worker process", anyhow::anyhow!(message.to_string()))
+        }
+        _ => Error::internal(
+            "worker process",
+            anyhow::anyhow!("unexpected reply {line:?}"),
+        ),
     }
 }
 
@@ -255,16 +278,22 @@ fn relay_log(id: &str, record: &str) {
     log::log!(level, "container {id}: {message}");
 }
 
-/// Exit status as containerd reports it: the code, or 128+n when killed by signal n.
-fn exit_status(status: std::process::ExitStatus) -> u32 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u32,
-        (None, Some(signal)) => 128 + signal as u32,
-        (None, None) => 255,
-    }
-}
-
 fn clone(file: &std::fs::File) -> Result<std::fs::File> {
     file.try_clone()
         .map_err(|e| Error::internal("duplicating a stdio descriptor", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_errors_keep_their_class() {
+        let err = worker_error("err invalid /m.wasm has no exported function 'x'");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(err.message(), "/m.wasm has no exported function 'x'");
+        let err = worker_error("err internal cannot read /m.wasm: EIO");
+        assert!(matches!(err, Error::Internal { .. }), "{err:?}");
+        assert_eq!(err.message(), "worker process: cannot read /m.wasm: EIO");
+    }
 }

@@ -2,10 +2,9 @@
 //!
 //! Runs as `<shim> __wasmshim_worker <id>`, single-threaded, with the
 //! container's stdio on fds 0-2 and the control socket on fd 3. It loads the
-//! module (reporting `ok` or `err <why>`, and `log <level> <msg>` lines for the
-//! shim's log), waits for `start`, runs the module,
-//! and exits with its status: `proc_exit(n)` → n, a trap →
-//! [`crate::engine::EXIT_TRAP`].
+//! module (reporting `ok` or `err <kind> <why>`, and `log <level> <msg>` lines
+//! for the shim's log), waits for `start`, runs the module, and exits with its
+//! status as [`crate::exit`] defines it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::confine;
 use super::plan::Confinement;
-use crate::engine::{Engine, Outcome, RunSpec};
+use crate::engine::{Engine, Outcome, PreparedModule, RunSpec};
 
 /// The worker's first line: what to run and how to confine it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,41 +55,27 @@ pub fn main(engine: &dyn Engine) -> ! {
     }
     let mut lines = BufReader::new(control).lines();
 
-    let fail = |reply: &mut UnixStream, kind: &str, err: anyhow::Error| -> ! {
-        let message = format!("{err:#}").replace('\n', " ");
-        let _ = writeln!(reply, "{kind} {message}");
-        std::process::exit(1);
-    };
-    let request = match lines
-        .next()
-        .context("no RunSpec from the shim")
-        .and_then(|line| Ok(serde_json::from_str::<WorkerRequest>(&line?)?))
-    {
-        Ok(r) => r,
-        Err(e) => fail(&mut reply, "fail", e),
-    };
-    let WorkerRequest {
-        run: mut spec,
-        confine: plan,
-    } = request;
-    // Still one thread here: namespaces can be entered.
-    if let Err(e) =
-        confine::enter_namespaces(&plan).and_then(|()| confine::open_preopens(&mut spec, &plan))
-    {
-        fail(&mut reply, "fail", e);
-    }
-    let prepared = std::fs::read(&spec.module)
-        .with_context(|| format!("cannot read {}", spec.module_name))
-        .and_then(|wasm| engine.prepare(&wasm, &spec));
+    let prepared = load(&mut lines, engine).and_then(|(prepared, plan)| {
+        release_free_heap();
+        // Last before `ok`: the worker runs nothing but the module after this.
+        confine::drop_privileges(&plan).map_err(LoadError::Worker)?;
+        Ok(prepared)
+    });
     let prepared = match prepared {
-        Ok(p) => p,
-        Err(e) => fail(&mut reply, "err", e),
+        Ok(p) => {
+            let _ = reply.write_all(b"ok\n");
+            p
+        }
+        Err(failure) => {
+            let (kind, err) = match failure {
+                LoadError::Module(e) => ("invalid", e),
+                LoadError::Worker(e) => ("internal", e),
+            };
+            let message = format!("{err:#}").replace('\n', " ");
+            let _ = writeln!(reply, "err {kind} {message}");
+            std::process::exit(1);
+        }
     };
-    release_free_heap();
-    if let Err(e) = confine::drop_privileges(&plan) {
-        fail(&mut reply, "fail", e);
-    }
-    let _ = reply.write_all(b"ok\n");
 
     match lines.next() {
         Some(Ok(line)) if line == "start" => {}
@@ -104,6 +89,41 @@ pub fn main(engine: &dyn Engine) -> ! {
         let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
     }
     std::process::exit(outcome.exit_status());
+}
+
+/// Why a worker could not prepare its module.
+enum LoadError {
+    /// The module or the spec is at fault (Create fails with InvalidArgument).
+    Module(anyhow::Error),
+    /// The worker itself failed (Create fails with Internal).
+    Worker(anyhow::Error),
+}
+
+/// Reads the request from the shim, enters the container's namespaces (the
+/// worker still has one thread), then reads and prepares the module.
+fn load(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    engine: &dyn Engine,
+) -> Result<(Box<dyn PreparedModule>, Confinement), LoadError> {
+    let line = lines
+        .next()
+        .context("no RunSpec from the shim")
+        .and_then(|line| Ok(line?))
+        .map_err(LoadError::Worker)?;
+    let WorkerRequest {
+        run: mut spec,
+        confine: plan,
+    } = serde_json::from_str(&line)
+        .context("decoding the RunSpec")
+        .map_err(LoadError::Worker)?;
+    confine::enter_namespaces(&plan)
+        .and_then(|()| confine::open_preopens(&mut spec, &plan))
+        .map_err(LoadError::Worker)?;
+    let wasm = std::fs::read(&spec.module)
+        .with_context(|| format!("cannot read {}", spec.module_name))
+        .map_err(LoadError::Worker)?;
+    let prepared = engine.prepare(&wasm, &spec).map_err(LoadError::Module)?;
+    Ok((prepared, plan))
 }
 
 /// Returns the heap that compiling used and freed to the kernel.

@@ -10,7 +10,7 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{MessageField, MessageFull};
 
 use crate::error::{Error, Result};
-use crate::sys::CgroupStats;
+use crate::instance::Stats as CgroupStats;
 
 /// Encodes `stats` as the metrics message of its cgroup version.
 pub fn to_any(stats: &CgroupStats) -> Result<Any> {
