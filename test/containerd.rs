@@ -16,6 +16,8 @@ use wasmshim_integration::{
     busybox_image, engines, modules, runtime, text, wasm_image, Containerd,
 };
 
+mod isolation;
+
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
 
@@ -58,6 +60,18 @@ const CASES: &[(&str, Case)] = &[
     ("delete_after_shim_crash", delete_after_shim_crash),
     ("refusals_name_their_reason", refusals_name_their_reason),
     ("shim_prints_its_version", shim_prints_its_version),
+    ("oom_kill_exits_137", isolation::oom_kill_exits_137),
+    (
+        "cgroup_limits_and_metrics",
+        isolation::cgroup_limits_and_metrics,
+    ),
+    ("network_namespace", isolation::network_namespace),
+    ("user_owns_files", isolation::user_owns_files),
+    ("seccomp_caps_nnp", isolation::seccomp_caps_nnp),
+    (
+        "hooks_get_state_and_fail_create",
+        isolation::hooks_get_state_and_fail_create,
+    ),
 ];
 
 /// Cases for one engine only: (engine, name, case).
@@ -132,7 +146,7 @@ fn setup() -> anyhow::Result<()> {
     let containerd = Containerd::start()?;
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
     for name in [
-        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "cat",
+        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "cat", "alloc",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         let env: &[&str] = if name == "args" {

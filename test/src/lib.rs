@@ -269,6 +269,9 @@ impl Containerd {
                 found.push(format!("fifo {}", entry.display()));
             }
         }
+        for dir in cgroup_dirs(id) {
+            found.push(format!("cgroup {}", dir.display()));
+        }
         found
     }
 }
@@ -352,6 +355,21 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The cgroup directories of container `id` (ctr's `/<namespace>/<id>`) in
+/// every mounted hierarchy, v1 controllers and unified.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    hierarchies
+        .into_iter()
+        .map(|h| h.join(NAMESPACE).join(id))
+        .filter(|d| d.is_dir())
+        .collect()
 }
 
 /// Pids (other than ours) whose command line contains `needle`.

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::oci;
-use crate::sys::{rootfs, ContainerProcess, Isolation, ProcessRequest, StdioPaths};
+use crate::sys::{
+    rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest, StdioPaths,
+};
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub struct ExitInfo {
     pub status: u32,
     /// When the exit was observed.
     pub at: SystemTime,
+    /// The kernel's OOM killer ended it (its memory limit).
+    pub oom_killed: bool,
 }
 
 /// What creating a container takes: containerd's Create request, in our words.
@@ -244,6 +248,7 @@ impl Container {
         let info = ExitInfo {
             status,
             at: SystemTime::now(),
+            oom_killed: self.process.oom_killed(),
         };
         *self.lock() = State::Stopped;
         self.exit.send_replace(Some(info));
@@ -293,10 +298,17 @@ impl Container {
             Status::Stopped => {}
         }
         let exit = self.wait().await;
+        // The cgroup and the poststop hooks, once the process is gone.
+        self.process.release().await;
         if let Some(dir) = &self.rootfs {
             rootfs::unmount(dir)?;
         }
         Ok(exit)
+    }
+
+    /// Resource usage of the container (its cgroup).
+    pub fn stats(&self) -> Result<Stats> {
+        self.process.stats()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -6,4 +6,6 @@
 
 mod container;
 
+/// A container's resource usage, for Stats.
+pub use crate::sys::CgroupStats as Stats;
 pub use container::{cleanup_bundle, Container, CreateRequest, ExitInfo, Launcher, Status};

@@ -7,9 +7,15 @@
 //! lifecycle's unit tests use the recording fake of `sys::fake`. This module
 //! is the only place with `unsafe` code.
 
+pub mod cgroup;
+pub mod confine;
+pub mod enclosure;
+pub mod hooks;
 mod pidfd;
+pub mod plan;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod stdio;
 pub mod worker;
 
@@ -24,6 +30,7 @@ use async_trait::async_trait;
 
 use crate::engine::RunSpec;
 use crate::error::Result;
+pub use cgroup::CgroupStats;
 pub use stdio::StdioPaths;
 
 /// Resolves to the exit status once the container's process has ended
@@ -64,6 +71,22 @@ pub trait ContainerProcess: Send + Sync {
     /// Sends `signal` to the process. Once the process has ended this is
     /// [`crate::Error::NotFound`]: a signal never reaches a process that reused its pid.
     fn signal(&self, signal: u32) -> Result<()>;
+
+    /// Whether the kernel's OOM killer killed the process (its cgroup's memory limit).
+    fn oom_killed(&self) -> bool {
+        false
+    }
+
+    /// Resource usage of the process's cgroup.
+    fn stats(&self) -> Result<CgroupStats> {
+        Err(crate::Error::Unimplemented(
+            "stats are not available for this container".into(),
+        ))
+    }
+
+    /// Releases what surrounds the ended process (its cgroup) and runs its
+    /// poststop hooks. The lifecycle calls it once, at Delete.
+    async fn release(&self) {}
 }
 
 /// Where and how containers run.

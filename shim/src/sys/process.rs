@@ -5,9 +5,10 @@
 //! it speaks a line protocol (see [`super::worker`]):
 //!
 //! ```text
-//! shim -> worker   {RunSpec as JSON}\n
-//! worker -> shim   ok\n  |  err <kind> <message>\n   (module loaded, or why not;
-//!                                                     kind: invalid | internal)
+//! shim -> worker   {"run": RunSpec, "confine": Confinement} as JSON\n
+//!                  (sent once the worker is in its cgroup)
+//! worker -> shim   ok\n  |  err <kind> <message>\n   (confined and module loaded,
+//!                                                     or why not; kind: invalid | internal)
 //! shim -> worker   start\n                        (Start; EOF instead ends the worker)
 //! worker -> shim   trap <message>\n               (only if the module trapped)
 //! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
@@ -16,7 +17,7 @@
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
@@ -24,9 +25,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
+use super::enclosure::Enclosure;
 use super::pidfd::PidFd;
-use super::worker::{CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
-use super::{ContainerProcess, Isolation, ProcessRequest, Spawned};
+use super::plan::Plan;
+use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
+use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
 use crate::exit;
 
@@ -49,6 +52,8 @@ impl ProcessIsolation {
 impl Isolation for ProcessIsolation {
     async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
         let id = request.id;
+        let plan = Plan::from_spec(request.spec, id)?;
+        plan.log_unsupported(id);
         let files = request
             .stdio
             .open()
@@ -92,6 +97,14 @@ impl Isolation for ProcessIsolation {
                 ));
             }
         };
+        // The worker waits for its first line: nothing runs before it is in its cgroup.
+        let enclosure = match Enclosure::enter(id, request.bundle, plan, pid) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(e);
+            }
+        };
 
         ours.set_nonblocking(true)
             .map_err(|e| Error::internal("control socket", e))?;
@@ -100,7 +113,11 @@ impl Isolation for ProcessIsolation {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
 
-        let mut line = serde_json::to_string(request.run)
+        let worker_request = WorkerRequest {
+            run: request.run.clone(),
+            confine: enclosure.plan().confine.clone(),
+        };
+        let mut line = serde_json::to_string(&worker_request)
             .map_err(|e| Error::internal("encoding RunSpec", e))?;
         line.push('\n');
         // A worker that died early closes the socket: its exit status tells more than EPIPE.
@@ -114,23 +131,26 @@ impl Isolation for ProcessIsolation {
                 _ => break None,
             }
         };
-        match reply.as_deref() {
-            Some("ok") => {}
-            Some(line) => {
-                let _ = child.wait().await;
-                return Err(worker_error(line));
-            }
+        let failed = match reply.as_deref() {
+            Some("ok") => enclosure.created().await.err(),
+            Some(line) => Some(worker_error(line)),
             None => {
                 let status = child
                     .wait()
                     .await
                     .map(exit::from_wait_status)
                     .unwrap_or(exit::UNKNOWN);
-                return Err(Error::internal(
+                Some(Error::internal(
                     "worker process",
                     anyhow::anyhow!("exited with status {status} before loading the module"),
-                ));
+                ))
             }
+        };
+        if let Some(e) = failed {
+            // Nothing of a failed Create remains: no process, no cgroup.
+            let _ = child.kill().await;
+            enclosure.delete().await;
+            return Err(e);
         }
 
         let id = id.to_string();
@@ -162,6 +182,7 @@ impl Isolation for ProcessIsolation {
                 pid,
                 pidfd,
                 control: Mutex::new(Some(write)),
+                enclosure,
             }),
             exit,
         })
@@ -173,6 +194,8 @@ struct WorkerProcess {
     pid: u32,
     pidfd: PidFd,
     control: Mutex<Option<OwnedWriteHalf>>,
+    /// The worker's cgroup and hooks.
+    enclosure: Arc<Enclosure>,
 }
 
 #[async_trait]
@@ -192,11 +215,28 @@ impl ContainerProcess for WorkerProcess {
                 "the container's process was already started".into(),
             ));
         };
+        // A failing startContainer hook drops the socket: the worker then exits.
+        self.enclosure.starting().await?;
         let result = control.write_all(b"start\n").await;
         // Keep the socket open: closing it before the worker read `start` would end it.
         *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control);
-        result
-            .map_err(|e| Error::FailedPrecondition(format!("the container's process is gone: {e}")))
+        result.map_err(|e| {
+            Error::FailedPrecondition(format!("the container's process is gone: {e}"))
+        })?;
+        self.enclosure.started().await;
+        Ok(())
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.enclosure.oom_killed()
+    }
+
+    fn stats(&self) -> Result<CgroupStats> {
+        self.enclosure.stats()
+    }
+
+    async fn release(&self) {
+        self.enclosure.delete().await;
     }
 
     fn signal(&self, signal: u32) -> Result<()> {

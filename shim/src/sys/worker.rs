@@ -12,8 +12,20 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
+use super::confine;
+use super::plan::Confinement;
 use crate::engine::{Engine, Outcome, PreparedModule, RunSpec};
+
+/// The worker's first line: what to run and how to confine it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The module and its WASI view, for the engine.
+    pub run: RunSpec,
+    /// Namespaces, identity, seccomp: applied by the worker to itself.
+    pub confine: Confinement,
+}
 
 /// First argument that turns the shim binary into a worker.
 pub const WORKER_ARG: &str = "__wasmshim_worker";
@@ -43,10 +55,14 @@ pub fn main(engine: &dyn Engine) -> ! {
     }
     let mut lines = BufReader::new(control).lines();
 
-    let prepared = load(&mut lines, engine);
+    let prepared = load(&mut lines, engine).and_then(|(prepared, plan)| {
+        release_free_heap();
+        // Last before `ok`: the worker runs nothing but the module after this.
+        confine::drop_privileges(&plan).map_err(LoadError::Worker)?;
+        Ok(prepared)
+    });
     let prepared = match prepared {
         Ok(p) => {
-            release_free_heap();
             let _ = reply.write_all(b"ok\n");
             p
         }
@@ -83,23 +99,31 @@ enum LoadError {
     Worker(anyhow::Error),
 }
 
-/// Reads the RunSpec from the shim, then reads and prepares the module.
+/// Reads the request from the shim, enters the container's namespaces (the
+/// worker still has one thread), then reads and prepares the module.
 fn load(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
     engine: &dyn Engine,
-) -> Result<Box<dyn PreparedModule>, LoadError> {
+) -> Result<(Box<dyn PreparedModule>, Confinement), LoadError> {
     let line = lines
         .next()
         .context("no RunSpec from the shim")
         .and_then(|line| Ok(line?))
         .map_err(LoadError::Worker)?;
-    let spec: RunSpec = serde_json::from_str(&line)
+    let WorkerRequest {
+        run: mut spec,
+        confine: plan,
+    } = serde_json::from_str(&line)
         .context("decoding the RunSpec")
+        .map_err(LoadError::Worker)?;
+    confine::enter_namespaces(&plan)
+        .and_then(|()| confine::open_preopens(&mut spec, &plan))
         .map_err(LoadError::Worker)?;
     let wasm = std::fs::read(&spec.module)
         .with_context(|| format!("cannot read {}", spec.module_name))
         .map_err(LoadError::Worker)?;
-    engine.prepare(&wasm, &spec).map_err(LoadError::Module)
+    let prepared = engine.prepare(&wasm, &spec).map_err(LoadError::Module)?;
+    Ok((prepared, plan))
 }
 
 /// Returns the heap that compiling used and freed to the kernel.

@@ -6,4 +6,5 @@
 //! neither the OCI spec nor the OS. Runs in the shim process.
 
 pub mod events;
+pub mod metrics;
 pub mod service;

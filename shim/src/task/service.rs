@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::ProcessInfo;
@@ -216,6 +218,18 @@ async fn publish_exit(
 ) {
     let exit = container.wait().await;
     let _order = order.lock().await;
+    if exit.oom_killed {
+        // containerd expects the OOM event before the exit.
+        events
+            .publish(
+                topics::TASK_OOM_EVENT_TOPIC,
+                Box::new(TaskOOM {
+                    container_id: container.id().to_string(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
     events
         .publish(
             topics::TASK_EXIT_EVENT_TOPIC,
@@ -372,9 +386,13 @@ impl Task for TaskService {
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        unsupported("stats")
+        let stats = self.get(&req.id, "")?.stats()?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(super::metrics::to_any(&stats)?),
+            ..Default::default()
+        })
     }
 
     async fn exec(
