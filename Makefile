@@ -9,13 +9,21 @@ RELEASE := target/release
 
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 \
-                busybox-static protobuf-compiler pkg-config ca-certificates
+                busybox-static protobuf-compiler pkg-config ca-certificates \
+                libseccomp-dev util-linux
 
 # WasmEdge is built only where libwasmedge is found (WASMEDGE_DIR, or where wasmedge-sys looks).
 WASMEDGE_DIR ?= $(firstword $(foreach d,/usr/local $(HOME)/.wasmedge,$(if $(wildcard $(d)/include/wasmedge/wasmedge.h),$(d))))
 export WASMEDGE_DIR
 WASMEDGE_FOUND := $(if $(WASMEDGE_DIR),$(wildcard $(WASMEDGE_DIR)/include/wasmedge/wasmedge.h))
-ENGINES ?= wasmtime $(if $(WASMEDGE_FOUND),wasmedge)
+# The one engine list: engines.txt (name, and the system library its shim needs).
+ENGINE_TABLE := $(shell awk '!/^\#/ && NF { print $$1 ":" $$2 }' engines.txt)
+ALL_ENGINES  := $(foreach e,$(ENGINE_TABLE),$(firstword $(subst :, ,$(e))))
+# An engine is built when it needs no library, or needs libwasmedge and it is found.
+buildable = $(if $(filter -,$(2)),$(1),$(if $(and $(filter libwasmedge,$(2)),$(WASMEDGE_FOUND)),$(1)))
+ENGINES ?= $(strip $(foreach e,$(ENGINE_TABLE),$(call buildable,$(word 1,$(subst :, ,$(e))),$(word 2,$(subst :, ,$(e))))))
+# The integration tests and the bench require exactly these shims (missing or stale: failure).
+export WASMSHIM_ENGINES := $(ENGINES)
 
 .PHONY: all deps build install test unit integration check-wasmedge demo bench lint fmt clean
 
@@ -31,12 +39,8 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 
 build: deps
-	$(CARGO) build --release -p containerd-shim-wasmtime-v1 -p wasmshim-cli
-ifneq ($(WASMEDGE_FOUND),)
-	$(CARGO) build --release -p containerd-shim-wasmedge-v1
-else
-	@echo "skipping containerd-shim-wasmedge-v1: libwasmedge not found (install WasmEdge 0.17.1 and set WASMEDGE_DIR)"
-endif
+	$(CARGO) build --release $(foreach e,$(ENGINES),-p containerd-shim-$(e)-v1) -p wasmshim-cli
+	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
 install: build
 	install -d $(PREFIX)

@@ -5,7 +5,7 @@
 //! Needs root, containerd + runc, clang + wasi-libc and busybox-static (`make
 //! test` installs them) and the release shims (`make build`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use wasmshim_integration::{
 
 #[path = "cache.rs"]
 mod cache;
+mod isolation;
 
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
@@ -62,6 +63,27 @@ const CASES: &[(&str, Case)] = &[
         cache::ten_concurrent_first_starts,
     ),
     ("cache_eviction_past_the_cap", cache::eviction_past_the_cap),
+    ("stdin_to_end_of_file", stdin_to_end_of_file),
+    ("sigterm_during_host_sleep", sigterm_during_host_sleep),
+    (
+        "pod_containers_share_one_shim",
+        pod_containers_share_one_shim,
+    ),
+    ("delete_after_shim_crash", delete_after_shim_crash),
+    ("refusals_name_their_reason", refusals_name_their_reason),
+    ("shim_prints_its_version", shim_prints_its_version),
+    ("oom_kill_exits_137", isolation::oom_kill_exits_137),
+    (
+        "cgroup_limits_and_metrics",
+        isolation::cgroup_limits_and_metrics,
+    ),
+    ("network_namespace", isolation::network_namespace),
+    ("user_owns_files", isolation::user_owns_files),
+    ("seccomp_caps_nnp", isolation::seccomp_caps_nnp),
+    (
+        "hooks_get_state_and_fail_create",
+        isolation::hooks_get_state_and_fail_create,
+    ),
 ];
 
 /// Cases for one engine only: (engine, name, case).
@@ -77,7 +99,13 @@ const ENGINE_CASES: &[(&str, &str, Case)] = &[
 
 fn main() {
     let args = Arguments::from_args();
-    let (engines, skipped) = engines();
+    let (engines, skipped) = match engines() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("integration tests cannot run: {e:#}");
+            std::process::exit(1);
+        }
+    };
     for line in &skipped {
         eprintln!("SKIPPED {line}");
     }
@@ -115,16 +143,18 @@ fn main() {
     }
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(env) = ENV.get() {
-        // Statics are never dropped: stop containerd here, then check that no
-        // shim or worker process outlived it.
-        env.containerd.stop();
-        let left: Vec<String> = ["containerd-shim-wasmtime-v1", "containerd-shim-wasmedge-v1"]
-            .iter()
-            .flat_map(|bin| wasmshim_integration::processes_mentioning(bin))
+        // Every case removed its containers: no shim or worker of this
+        // containerd may be alive now, before stop() kills whatever is left.
+        let left: Vec<String> = env
+            .containerd
+            .processes()
+            .into_iter()
             .map(wasmshim_integration::cmdline)
             .collect();
+        // Statics are never dropped: stop containerd here.
+        env.containerd.stop();
         if !left.is_empty() {
-            eprintln!("shim processes left behind after the run: {left:#?}");
+            eprintln!("shim or worker processes left behind after the run: {left:#?}");
             std::process::exit(1);
         }
     }
@@ -135,7 +165,7 @@ fn setup() -> anyhow::Result<()> {
     let containerd = Containerd::start()?;
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
     for name in [
-        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet",
+        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "cat", "alloc",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         let env: &[&str] = if name == "args" {
@@ -357,19 +387,32 @@ fn bind_mount_read_only(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 /// Starts a looping module in the foreground, kills it with `signal`, and checks
 /// that `ctr run` ends within a second with status 128+signal.
 fn kill_loop(env: &Env, rt: &str, id: &str, signal: &str, status: i32) -> anyhow::Result<()> {
+    kill_running(env, rt, id, &[&image("loop"), id], signal, status)
+}
+
+/// Runs `image_and_args` in the foreground, kills it with `signal` once it
+/// runs, and checks that `ctr run` ends within a second with `status`.
+fn kill_running(
+    env: &Env,
+    rt: &str,
+    id: &str,
+    image_and_args: &[&str],
+    signal: &str,
+    status: i32,
+) -> anyhow::Result<()> {
     let fifo = env.containerd.fifo_dir();
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--fifo-dir",
+        fifo.to_str().unwrap(),
+        "--runtime",
+        rt,
+    ];
+    args.extend(image_and_args);
     let mut run = env
         .containerd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--fifo-dir",
-            fifo.to_str().unwrap(),
-            "--runtime",
-            rt,
-            &image("loop"),
-            id,
-        ])
+        .ctr_command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -567,18 +610,303 @@ fn error_corrupt_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     expect_error(&out, "/corrupt.wasm is not a valid WebAssembly module")
 }
 
-/// WasmEdge compiles ahead of time where its library has the LLVM compiler and
-/// says which mode it runs in (debug level, in the shim log).
+/// WasmEdge compiles ahead of time where its library has the LLVM compiler,
+/// and runs the interpreter where it has not; the shim log says which, and it
+/// must be the mode this machine's libwasmedge supports (told by `ldd`: a
+/// library with the AOT compiler links libLLVM).
 fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let out = env.containerd.run(Some(rt), &[&image("hello"), id]);
     expect_output(&out, &["Hello from WebAssembly"])?;
+    let ldd = |path: &std::path::Path| -> anyhow::Result<String> {
+        let out = std::process::Command::new("ldd").arg(path).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let shim = ldd(&wasmshim_integration::shim_binary("wasmedge"))?;
+    let lib = shim
+        .lines()
+        .find(|l| l.contains("libwasmedge"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .context("ldd does not show the shim's libwasmedge")?;
+    let aot_available = ldd(std::path::Path::new(lib))?.contains("libLLVM");
     let log = env.containerd.log();
-    let aot = format!("container {id}: WasmEdge: running the AOT-compiled module");
-    let interpreter =
-        format!("container {id}: WasmEdge AOT compilation unavailable, running the interpreter");
+    let (expected, other) = (
+        format!("container {id}: WasmEdge: running the AOT-compiled module"),
+        format!("container {id}: WasmEdge AOT compilation unavailable, running the interpreter"),
+    );
+    let (expected, other) = if aot_available {
+        (expected, other)
+    } else {
+        (other, expected)
+    };
     ensure!(
-        log.contains(&aot) || log.contains(&interpreter),
-        "the shim log does not say how WasmEdge ran {id}"
+        log.contains(&expected) && !log.contains(&other),
+        "the shim log does not say {expected:?} for {id} (libwasmedge {lib}, AOT available: {aot_available})"
+    );
+    Ok(())
+}
+
+fn stdin_to_end_of_file(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let fifo = env.containerd.fifo_dir();
+    let mut run = env
+        .containerd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--fifo-dir",
+            fifo.to_str().unwrap(),
+            "--runtime",
+            rt,
+            &image("cat"),
+            id,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = run.stdin.take().context("ctr's stdin")?;
+    stdin.write_all(b"hello stdin\n")?;
+    // Closing our end is end-of-file for ctr, which closes the fifo: the module must see it.
+    drop(stdin);
+    let out = wait_with_deadline(run, Duration::from_secs(20))?;
+    expect_output(&out, &["read 12 bytes: hello stdin\n"])?;
+    Ok(())
+}
+
+/// Waits for `child`, killing it after `limit`.
+fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> anyhow::Result<Output> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            anyhow::bail!("still running after {limit:?}: {:?}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+fn sigterm_during_host_sleep(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    // The module waits inside a host call (poll_oneoff), not in Wasm code.
+    kill_running(env, rt, id, &[&image("sleep"), id], "SIGTERM", 143)
+}
+
+/// `ctr run -d` of the sleep module as container `id`, with `extra` flags.
+fn run_sleeper(env: &Env, rt: &str, id: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let fifo = env.containerd.fifo_dir();
+    let mut args = vec![
+        "run",
+        "-d",
+        "--fifo-dir",
+        fifo.to_str().unwrap(),
+        "--runtime",
+        rt,
+    ];
+    args.extend(extra);
+    let sleep = image("sleep");
+    args.extend([sleep.as_str(), id, "/sleep.wasm", "600"]);
+    let out = env.containerd.ctr(&args);
+    ensure!(out.status.success(), "ctr run -d {id}: {:?}", text(&out));
+    wait_for_status(env, id, "RUNNING", Duration::from_secs(20))
+}
+
+/// Kills, waits for and removes container `id` (best effort, for cleanup).
+fn remove(env: &Env, id: &str) {
+    env.containerd
+        .ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+    let _ = wait_for_status(env, id, "STOPPED", Duration::from_secs(10));
+    env.containerd.ctr(&["task", "rm", id]);
+    env.containerd.ctr(&["container", "rm", id]);
+}
+
+/// The pid `ctr task ls` shows for task `id`: the container's worker.
+fn task_pid(env: &Env, id: &str) -> anyhow::Result<u32> {
+    let (stdout, _) = text(&env.containerd.ctr(&["task", "ls"]));
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|pid| pid.parse().ok())
+        .with_context(|| format!("task {id} not in ctr task ls: {stdout}"))
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> anyhow::Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("no PPid for {pid}"))
+}
+
+fn pod_containers_share_one_shim(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let pod = format!("io.kubernetes.cri.sandbox-id={id}-pod");
+    let (a, b) = (format!("{id}-a"), format!("{id}-b"));
+    let result = (|| {
+        run_sleeper(env, rt, &a, &["--annotation", &pod])?;
+        run_sleeper(env, rt, &b, &["--annotation", &pod])?;
+        let (shim_a, shim_b) = (
+            parent_of(task_pid(env, &a)?)?,
+            parent_of(task_pid(env, &b)?)?,
+        );
+        ensure!(
+            shim_a == shim_b,
+            "the two containers of one pod have different shims: {shim_a} and {shim_b}"
+        );
+        // Deleting the first container makes containerd ask the shim to shut
+        // down: it must keep serving the second.
+        remove(env, &a);
+        std::thread::sleep(Duration::from_millis(300));
+        ensure!(
+            Path::new(&format!("/proc/{shim_b}")).exists(),
+            "the pod's shim exited with a container left"
+        );
+        wait_for_status(env, &b, "RUNNING", Duration::from_secs(1))?;
+        let out = env
+            .containerd
+            .ctr(&["task", "kill", "--signal", "SIGTERM", &b]);
+        ensure!(out.status.success(), "kill {b}: {:?}", text(&out));
+        wait_for_status(env, &b, "STOPPED", Duration::from_secs(10))?;
+        Ok(())
+    })();
+    remove(env, &a);
+    remove(env, &b);
+    result?;
+    for c in [&a, &b] {
+        ensure!(
+            env.containerd.leftovers(c).is_empty(),
+            "{c} left behind {:?}",
+            env.containerd.leftovers(c)
+        );
+    }
+    Ok(())
+}
+
+fn delete_after_shim_crash(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let result = (|| {
+        run_sleeper(env, rt, id, &[])?;
+        let worker = task_pid(env, id)?;
+        let shim = parent_of(worker)?;
+        ensure!(
+            wasmshim_integration::cmdline(shim).contains("containerd-shim-"),
+            "the worker's parent is not a shim: {}",
+            wasmshim_integration::cmdline(shim)
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        // The worker dies with its shim; containerd runs the shim's `delete`,
+        // which unmounts the rootfs, and reports the task stopped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{worker}")).exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "worker {worker} outlived its shim"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })();
+    env.containerd.ctr(&["task", "rm", "--force", id]);
+    let rm = env.containerd.ctr(&["container", "rm", id]);
+    // containerd deleted the dead shim's task itself, so `ctr` never closed
+    // the stdio fifos it made for `run -d`: they are the client's, removed
+    // here as `ctr task rm` would have. Everything of the shim's is checked.
+    for fifo in ["stdin", "stdout", "stderr"] {
+        for dir in std::fs::read_dir(env.containerd.fifo_dir())?.flatten() {
+            let _ = std::fs::remove_file(dir.path().join(format!("{id}-{fifo}")));
+        }
+    }
+    result?;
+    ensure!(
+        rm.status.success(),
+        "ctr container rm after a shim crash: {:?}",
+        text(&rm)
+    );
+    Ok(())
+}
+
+fn refusals_name_their_reason(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let result = (|| {
+        run_sleeper(env, rt, id, &[])?;
+        let exec = env
+            .containerd
+            .ctr(&["task", "exec", "--exec-id", "e1", id, "/sleep.wasm", "1"]);
+        expect_error(&exec, "exec is not supported for WebAssembly containers")?;
+        let pause = env.containerd.ctr(&["task", "pause", id]);
+        expect_error(&pause, "pause is not supported for WebAssembly containers")?;
+        wait_for_status(env, id, "RUNNING", Duration::from_secs(1))
+    })();
+    remove(env, id);
+    result?;
+    // ctr allocates a terminal only when it has one: give it a pseudo-terminal.
+    let fifo = env.containerd.fifo_dir();
+    let socket = env.containerd.dir().join("containerd.sock");
+    let command = format!(
+        "ctr --address {} --namespace {} run --rm -t --fifo-dir {} --runtime {rt} {} {id}",
+        socket.display(),
+        wasmshim_integration::NAMESPACE,
+        fifo.display(),
+        image("hello")
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running script (bsdutils)")?;
+    let (stdout, stderr) = text(&tty);
+    ensure!(!tty.status.success(), "ctr run -t succeeded: {stdout:?}");
+    ensure!(
+        stdout.contains("a terminal (tty) is not supported")
+            || stderr.contains("a terminal (tty) is not supported"),
+        "ctr run -t does not say why: {stdout:?} {stderr:?}"
+    );
+    env.containerd.ctr(&["container", "rm", id]);
+    Ok(())
+}
+
+fn shim_prints_its_version(_env: &Env, rt: &str, _id: &str) -> anyhow::Result<()> {
+    let engine = rt
+        .strip_prefix("io.containerd.")
+        .and_then(|r| r.strip_suffix(".v1"))
+        .context("runtime name")?;
+    let shim = wasmshim_integration::shim_binary(engine);
+    for flag in ["-v", "--version"] {
+        let out = std::process::Command::new(&shim).arg(flag).output()?;
+        let (stdout, stderr) = text(&out);
+        ensure!(out.status.success(), "{flag}: {:?} {stderr}", out.status);
+        for expected in [
+            format!("containerd-shim-{engine}-v1:"),
+            format!("Runtime:  {rt}"),
+            format!("Version:  {}", env!("CARGO_PKG_VERSION")),
+            format!("Engine:   {engine} "),
+        ] {
+            ensure!(
+                stdout.contains(&expected),
+                "{flag} lacks {expected:?}: {stdout}"
+            );
+        }
+        let engine_version = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("Engine:   {engine} ")))
+            .unwrap_or_default();
+        ensure!(
+            engine_version
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit()),
+            "{flag}: no engine version: {stdout}"
+        );
+    }
+    let out = std::process::Command::new(&shim).arg("-h").output()?;
+    let (stdout, _) = text(&out);
+    ensure!(
+        out.status.success() && stdout.contains("containerd starts this binary"),
+        "-h: {stdout}"
     );
     Ok(())
 }

@@ -22,13 +22,9 @@ fn module(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// Every engine of `engines.txt` built into this benchmark.
 fn engines() -> Vec<Box<dyn Engine>> {
-    vec![
-        #[cfg(feature = "wasmtime")]
-        Box::new(wasmshim::engine::wasmtime::WasmtimeEngine::new()),
-        #[cfg(feature = "wasmedge")]
-        Box::new(wasmshim::engine::wasmedge::WasmEdgeEngine::new()),
-    ]
+    wasmshim::engine::built_in()
 }
 
 fn spec(name: &str) -> RunSpec {

@@ -25,7 +25,10 @@ pub enum Error {
     #[error("{0}")]
     Unimplemented(String),
     /// Something failed inside the shim or the operating system.
-    #[error("{context}: {source:#}")]
+    ///
+    /// Displays only `context`; the cause is its [`std::error::Error::source`],
+    /// so that error-chain printers (`{:#}`) show each part once.
+    #[error("{context}")]
     Internal {
         /// What the shim was doing.
         context: String,
@@ -59,9 +62,21 @@ impl Error {
         }
     }
 
+    /// The whole message with every cause: `context: cause: cause's cause`.
+    pub fn message(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+
     /// Converts to the ttrpc status the task service returns.
     pub fn into_ttrpc(self) -> ttrpc::Error {
-        ttrpc::Error::RpcStatus(ttrpc::get_status(self.code(), self.to_string()))
+        ttrpc::Error::RpcStatus(ttrpc::get_status(self.code(), self.message()))
     }
 }
 
@@ -86,6 +101,13 @@ mod tests {
         };
         assert_eq!(status.code(), ttrpc::Code::INTERNAL);
         assert_eq!(status.message(), "mounting rootfs: overlay: EPERM");
+
+        // Each part of the chain is printed once.
+        let err = Error::internal("starting worker", anyhow::anyhow!("ENOENT"));
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(err)),
+            "starting worker: ENOENT"
+        );
 
         let ttrpc::Error::RpcStatus(status) =
             Error::InvalidArgument("not wasm".into()).into_ttrpc()

@@ -2,14 +2,16 @@
 //! WebAssembly modules.
 //!
 //! Layers, with dependencies pointing one way (see `docs/architecture.md`):
-//! [`task`] (containerd's Task API) → [`instance`] (one container's state
-//! machine) → [`oci`] (bundle → [`engine::RunSpec`]) and [`sys`] (processes,
-//! mounts, stdio) → [`engine`] (wasmtime, WasmEdge).
+//! [`task`] (containerd's Task API) → [`instance`] (one container's life) →
+//! [`oci`] (bundle → [`engine::RunSpec`]) and [`sys`] (processes, mounts,
+//! stdio) → [`engine`] (wasmtime, WasmEdge). [`bootstrap`] puts them together.
 //!
 //! A shim binary is one line: `wasmshim::run::<SomeEngine>()`.
 
+pub mod bootstrap;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod instance;
 pub mod oci;
 pub mod sys;
@@ -24,6 +26,39 @@ pub fn runtime_name(engine: &dyn Engine) -> String {
     format!("io.containerd.{}.v1", engine.name())
 }
 
+/// The shim binary's name for `engine`, e.g. `containerd-shim-wasmtime-v1`.
+pub fn binary_name(engine: &dyn Engine) -> String {
+    format!("containerd-shim-{}-v1", engine.name())
+}
+
+/// What `containerd-shim-<engine>-v1 --version` prints, in the shape of
+/// containerd's own shims.
+pub fn version_text(engine: &dyn Engine) -> String {
+    format!(
+        "{binary}:\n  Runtime:  {runtime}\n  Version:  {version}\n  Revision: {revision}\n  Engine:   {engine} {engine_version}\n",
+        binary = binary_name(engine),
+        runtime = runtime_name(engine),
+        version = env!("CARGO_PKG_VERSION"),
+        revision = env!("WASMSHIM_GIT_REVISION"),
+        engine = engine.name(),
+        engine_version = engine.version(),
+    )
+}
+
+/// What `containerd-shim-<engine>-v1 --help` prints.
+pub fn help_text(engine: &dyn Engine) -> String {
+    format!(
+        "{binary}: the containerd shim (runtime v2) of the {runtime} runtime.\n\
+         It runs WebAssembly modules with {engine}, one container per OCI bundle.\n\n\
+         containerd starts this binary itself (`ctr run --runtime {runtime} ...`):\n\
+         put it on containerd's PATH; there is nothing to run by hand.\n\n\
+         Options:\n  -v, --version  print the version of the shim and of {engine}\n  -h, --help     print this help\n",
+        binary = binary_name(engine),
+        runtime = runtime_name(engine),
+        engine = engine.name(),
+    )
+}
+
 /// Entry point of a `containerd-shim-<engine>-v1` binary.
 ///
 /// Runs as containerd's shim (`start`, `delete`, or the ttrpc server), or,
@@ -33,12 +68,24 @@ pub fn run<E: Engine + Default>() {
     if sys::worker::is_worker() {
         sys::worker::main(&engine);
     }
+    match std::env::args().nth(1).as_deref() {
+        Some("-v" | "--version" | "-version") => {
+            print!("{}", version_text(&engine));
+            return;
+        }
+        Some("-h" | "--help" | "-help") => {
+            print!("{}", help_text(&engine));
+            return;
+        }
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("building the tokio runtime");
     let name = runtime_name(&engine);
-    runtime.block_on(containerd_shim::asynchronous::run::<
-        task::bootstrap::ShimMain,
-    >(&name, Some(task::bootstrap::shim_config())));
+    runtime.block_on(containerd_shim::asynchronous::run::<bootstrap::ShimMain>(
+        &name,
+        Some(bootstrap::shim_config()),
+    ));
 }

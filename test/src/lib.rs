@@ -11,6 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use wasmshim_cli::image::{ImageSpec, LayerEntry};
 
 /// containerd namespace the tests and benchmarks use.
@@ -23,22 +26,88 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
 }
 
-/// Engines whose shim binary is in [`bin_dir`], and a line for each one skipped.
-pub fn engines() -> (Vec<&'static str>, Vec<String>) {
-    let mut found = Vec::new();
-    let mut skipped = Vec::new();
-    for engine in ["wasmtime", "wasmedge"] {
-        let bin = bin_dir().join(format!("containerd-shim-{engine}-v1"));
-        if bin.is_file() {
-            found.push(engine);
-        } else {
-            skipped.push(format!(
-                "{engine}: {} not built, its tests are skipped",
-                bin.display()
-            ));
+/// The engines under test, from the one engine list (`engines.txt`).
+///
+/// `WASMSHIM_ENGINES` (set by `make`, space-separated) names the engines whose
+/// shims must be there; without it, every engine that needs no system library
+/// must be there. A required shim that is missing or older than its sources is
+/// an error, never a silent skip. Returns the engines to test and a line for
+/// each optional engine skipped.
+pub fn engines() -> anyhow::Result<(Vec<&'static str>, Vec<String>)> {
+    let table = wasmshim::engine::table();
+    let required: Vec<String> = match std::env::var("WASMSHIM_ENGINES") {
+        Ok(list) => list.split_whitespace().map(String::from).collect(),
+        Err(_) => table
+            .iter()
+            .filter(|e| e.needs.is_none())
+            .map(|e| e.name.to_string())
+            .collect(),
+    };
+    for name in &required {
+        if !table.iter().any(|e| e.name == name) {
+            bail!("WASMSHIM_ENGINES names {name}, which is not in engines.txt");
         }
     }
-    (found, skipped)
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in &table {
+        let bin = shim_binary(entry.name);
+        let needed = required.iter().any(|r| r == entry.name);
+        if !bin.is_file() {
+            if needed {
+                bail!(
+                    "{} is missing: build it with `make build` (engines under test: {})",
+                    bin.display(),
+                    required.join(" ")
+                );
+            }
+            skipped.push(format!(
+                "{}: {} not built (it needs {}), its tests are skipped",
+                entry.name,
+                bin.display(),
+                entry.needs.unwrap_or("nothing")
+            ));
+            continue;
+        }
+        check_fresh(&bin, entry.name)?;
+        found.push(entry.name);
+    }
+    Ok((found, skipped))
+}
+
+/// The shim binary of `engine` in [`bin_dir`].
+pub fn shim_binary(engine: &str) -> PathBuf {
+    bin_dir().join(format!("containerd-shim-{engine}-v1"))
+}
+
+/// Fails when `bin` is older than a source it is built from, so that tests
+/// never pass against a stale binary.
+fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = std::fs::metadata(bin)?.modified()?;
+    let sources = [
+        root.join("shim"),
+        root.join(format!("cmd/containerd-shim-{engine}-v1")),
+        root.join("Cargo.lock"),
+        root.join("engines.txt"),
+    ];
+    for source in sources.iter().flat_map(|s| {
+        let mut files = walk(s);
+        files.push(s.clone());
+        files
+    }) {
+        let Ok(meta) = std::fs::metadata(&source) else {
+            continue;
+        };
+        if meta.is_file() && meta.modified()? > built {
+            bail!(
+                "{} is older than {}: rebuild it with `make build`",
+                bin.display(),
+                source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The runtime name of `engine`'s shim.
@@ -214,6 +283,9 @@ impl Containerd {
                 found.push(format!("fifo {}", entry.display()));
             }
         }
+        for dir in cgroup_dirs(id) {
+            found.push(format!("cgroup {}", dir.display()));
+        }
         found
     }
 }
@@ -225,7 +297,7 @@ impl Containerd {
         let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(None) = daemon.try_wait() {
             // SIGTERM first so containerd shuts down cleanly; SIGKILL if it lingers.
-            let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+            let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(50));
@@ -233,13 +305,10 @@ impl Containerd {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
-        let dir = self.dir.path().to_string_lossy().into_owned();
-        for pid in processes_mentioning(&dir) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
+        for pid in self.processes() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
+        let dir = self.dir.path().to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut points: Vec<&str> = mounts
             .lines()
@@ -248,16 +317,73 @@ impl Containerd {
             .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for point in points {
-            let _ = Command::new("umount").arg("-l").arg(point).status();
+            let _ = umount2(point, MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(self.dir.path());
     }
+
+    /// Processes of this containerd other than the daemon: shims (whose
+    /// command line names our socket) and their workers.
+    pub fn processes(&self) -> Vec<u32> {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let daemon = self
+            .daemon
+            .lock()
+            .map(|d| d.id())
+            .unwrap_or_else(|e| e.into_inner().id());
+        let mut found: Vec<u32> = processes_mentioning(&dir)
+            .into_iter()
+            .filter(|&pid| pid != daemon)
+            .collect();
+        // Workers name only their container; find them as children of the shims.
+        let mut i = 0;
+        while i < found.len() {
+            for child in children(found[i]) {
+                if !found.contains(&child) {
+                    found.push(child);
+                }
+            }
+            i += 1;
+        }
+        found
+    }
+}
+
+/// Direct children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The cgroup directories of container `id` (ctr's `/<namespace>/<id>`) in
+/// every mounted hierarchy, v1 controllers and unified.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    hierarchies
+        .into_iter()
+        .map(|h| h.join(NAMESPACE).join(id))
+        .filter(|d| d.is_dir())
+        .collect()
 }
 
 /// Pids (other than ours) whose command line contains `needle`.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
+use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, ImageConfigurationBuilder,
     ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
@@ -131,7 +132,10 @@ pub struct ImageSpec {
 impl ImageSpec {
     /// Writes the image as an OCI image layout in a tar stream.
     pub fn write_archive(&self, out: impl Write) -> anyhow::Result<()> {
-        let (repo, tag) = split_reference(&self.name);
+        let reference: Reference = self
+            .name
+            .parse()
+            .with_context(|| format!("image reference {:?}", self.name))?;
         let os = Os::from(self.os.as_str());
         let arch = Arch::from(self.architecture.as_str());
 
@@ -172,16 +176,15 @@ impl ImageSpec {
                 .os(os)
                 .build()?,
         ));
-        manifest_desc.set_annotations(Some(HashMap::from([
-            (
-                "io.containerd.image.name".to_string(),
-                format!("{repo}:{tag}"),
-            ),
-            (
+        let mut annotations =
+            HashMap::from([("io.containerd.image.name".to_string(), reference.whole())]);
+        if let Some(tag) = reference.tag() {
+            annotations.insert(
                 "org.opencontainers.image.ref.name".to_string(),
                 tag.to_string(),
-            ),
-        ])));
+            );
+        }
+        manifest_desc.set_annotations(Some(annotations));
         let index = ImageIndexBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageIndex)
@@ -230,14 +233,6 @@ impl ImageSpec {
     }
 }
 
-/// Splits `repo[:tag]` (the tag defaults to `latest`; a registry port is not a tag).
-fn split_reference(name: &str) -> (&str, &str) {
-    match name.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (name, "latest"),
-    }
-}
-
 fn append<W: Write>(
     archive: &mut tar::Builder<W>,
     path: &str,
@@ -274,15 +269,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reference_defaults_to_latest_and_keeps_registry_port() {
-        assert_eq!(split_reference("hello"), ("hello", "latest"));
-        assert_eq!(
-            split_reference("docker.io/x/hello:v1"),
-            ("docker.io/x/hello", "v1")
-        );
-        assert_eq!(
-            split_reference("localhost:5000/hello"),
-            ("localhost:5000/hello", "latest")
-        );
+    fn reference_defaults_to_latest_and_keeps_registry_port_and_digest() {
+        let name = |r: &str| r.parse::<Reference>().unwrap().whole();
+        assert_eq!(name("hello"), "docker.io/library/hello:latest");
+        assert_eq!(name("docker.io/x/hello:v1"), "docker.io/x/hello:v1");
+        assert_eq!(name("localhost:5000/hello"), "localhost:5000/hello:latest");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let by_digest: Reference = format!("localhost:5000/hello@{digest}").parse().unwrap();
+        assert_eq!(by_digest.repository(), "hello");
+        assert_eq!(by_digest.digest(), Some(digest.as_str()));
+        assert_eq!(by_digest.tag(), None);
+    }
+
+    #[test]
+    fn archive_names_the_image_by_its_full_reference() {
+        let image = ImageSpec {
+            name: "localhost:5000/hello:v2".into(),
+            os: "wasi".into(),
+            architecture: "wasm".into(),
+            entries: vec![],
+            entrypoint: vec!["/hello.wasm".into()],
+            cmd: vec![],
+            env: vec![],
+        };
+        let mut tar = Vec::new();
+        image.write_archive(&mut tar).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let index = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_string_lossy() == "index.json")
+            .map(|mut e| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                s
+            })
+            .expect("index.json in the archive");
+        assert!(index.contains("\"localhost:5000/hello:v2\""), "{index}");
+        assert!(index.contains("\"v2\""), "{index}");
     }
 }

@@ -4,7 +4,8 @@
 //! preopened directories), never the OCI spec. It runs inside the per-container
 //! worker process (see `docs/process-model.md`), so stdio are the process's own
 //! file descriptors 0, 1 and 2 and stopping it is a signal to that process.
-//! Adding an engine is one file implementing [`Engine`] and [`PreparedModule`].
+//! Adding an engine is one file implementing [`Engine`] and [`PreparedModule`],
+//! a line in the repository's `engines.txt` and one in [`by_name`].
 //! Compiled code is kept in a [`cache::ModuleCache`] so that a module is
 //! compiled once, not at every container start.
 
@@ -21,9 +22,6 @@ mod conformance;
 pub mod wasmedge;
 #[cfg(feature = "wasmtime")]
 pub mod wasmtime;
-
-/// Exit status of a container whose module trapped (128 + SIGABRT, as the wasmtime CLI reports).
-pub const EXIT_TRAP: i32 = 134;
 
 /// Everything an engine needs to run one module, derived from the OCI bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +75,7 @@ impl Outcome {
     pub fn exit_status(&self) -> i32 {
         match self {
             Outcome::Exited(code) => *code,
-            Outcome::Trapped(_) => EXIT_TRAP,
+            Outcome::Trapped(_) => crate::exit::TRAP,
         }
     }
 }
@@ -86,6 +84,9 @@ impl Outcome {
 pub trait Engine: Send + Sync {
     /// Short name: the shim binary is `containerd-shim-<name>-v1`.
     fn name(&self) -> &'static str;
+
+    /// The engine's exact version, e.g. `48.0.8`.
+    fn version(&self) -> String;
 
     /// Compiles `wasm` (or loads its compiled code from `cache`), links WASI
     /// and checks that `spec.entry` is an exported function without
@@ -135,6 +136,46 @@ pub trait PreparedModule {
     fn run(self: Box<Self>) -> Outcome;
 }
 
+/// One line of the repository's `engines.txt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEntry {
+    /// The engine's name, as [`Engine::name`] returns it.
+    pub name: &'static str,
+    /// The system library its shim needs to build and run, if any.
+    pub needs: Option<&'static str>,
+}
+
+/// Every engine the project builds, from `engines.txt` (the one engine list).
+pub fn table() -> Vec<EngineEntry> {
+    include_str!("../../../engines.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let needs = words.next().filter(|w| *w != "-");
+            EngineEntry { name, needs }
+        })
+        .collect()
+}
+
+/// The engine called `name`, if this build includes it.
+pub fn by_name(name: &str) -> Option<Box<dyn Engine>> {
+    match name {
+        #[cfg(feature = "wasmtime")]
+        "wasmtime" => Some(Box::new(wasmtime::WasmtimeEngine::new())),
+        #[cfg(feature = "wasmedge")]
+        "wasmedge" => Some(Box::new(wasmedge::WasmEdgeEngine::new())),
+        _ => None,
+    }
+}
+
+/// Every engine of [`table`] that this build includes, in table order.
+pub fn built_in() -> Vec<Box<dyn Engine>> {
+    table().iter().filter_map(|e| by_name(e.name)).collect()
+}
+
 /// True when `bytes` start with the WebAssembly magic number `\0asm`.
 pub fn has_wasm_magic(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm")
@@ -153,11 +194,28 @@ mod tests {
     }
 
     #[test]
-    fn trap_maps_to_documented_status() {
+    fn outcome_maps_to_documented_status() {
         assert_eq!(Outcome::Exited(3).exit_status(), 3);
-        assert_eq!(
-            Outcome::Trapped("unreachable".into()).exit_status(),
-            EXIT_TRAP
-        );
+        assert_eq!(Outcome::Exited(0).exit_status(), 0);
+        // docs/process-model.md and the README document 134 for a trap.
+        assert_eq!(Outcome::Trapped("unreachable".into()).exit_status(), 134);
+    }
+
+    #[test]
+    fn table_lists_every_engine_once_and_names_match() {
+        let table = table();
+        let names: Vec<&str> = table.iter().map(|e| e.name).collect();
+        assert!(names.contains(&"wasmtime"), "{names:?}");
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(unique, names);
+        for engine in built_in() {
+            assert!(names.contains(&engine.name()));
+            assert!(!engine.version().is_empty());
+        }
+        #[cfg(feature = "wasmtime")]
+        assert!(built_in().iter().any(|e| e.name() == "wasmtime"));
+        #[cfg(feature = "wasmedge")]
+        assert!(built_in().iter().any(|e| e.name() == "wasmedge"));
     }
 }

@@ -95,6 +95,10 @@ impl Engine for WasmEdgeEngine {
         "wasmedge"
     }
 
+    fn version(&self) -> String {
+        wasmedge_sdk::utils::CoreVersion::version_string()
+    }
+
     fn cache_key(&self, wasm: &[u8]) -> anyhow::Result<Option<CacheKey>> {
         Ok(Some(key_for(&engine_config()?, wasm)))
     }
@@ -131,7 +135,7 @@ impl Engine for WasmEdgeEngine {
         // WasmEdge logs compile progress at info level to stderr, which is the
         // container's: keep only its errors there.
         LogManager::log_error_info();
-        apply_wasmedge_env(spec);
+        load_plugins(spec);
         let config = engine_config()?;
         let key = cache.map(|_| key_for(&config, wasm));
         let cached = cache
@@ -197,16 +201,15 @@ fn check_entry(module: &Module, spec: &RunSpec) -> anyhow::Result<()> {
     }
 }
 
-/// Puts the spec's `WASMEDGE_*` variables (plugin path, log level, …) in the
-/// worker's own environment, where WasmEdge reads them. The worker is
-/// single-threaded at this point.
-fn apply_wasmedge_env(spec: &RunSpec) {
-    for (key, value) in spec.env.iter().filter(|(k, _)| k.starts_with("WASMEDGE_")) {
-        std::env::set_var(key, value);
-    }
-    if spec.env_var("WASMEDGE_PLUGIN_PATH").is_some() {
-        if let Err(e) = wasmedge_sdk::plugin::PluginManager::load(None) {
-            log::warn!("loading WasmEdge plugins: {e}");
+/// Loads the WasmEdge plugins of the directories the spec's
+/// `WASMEDGE_PLUGIN_PATH` lists (colon-separated), as the `wasmedge` CLI does.
+fn load_plugins(spec: &RunSpec) {
+    let Some(paths) = spec.env_var("WASMEDGE_PLUGIN_PATH") else {
+        return;
+    };
+    for dir in paths.split(':').filter(|d| !d.is_empty()) {
+        if let Err(e) = wasmedge_sdk::plugin::PluginManager::load(Some(std::path::Path::new(dir))) {
+            log::warn!("loading WasmEdge plugins from {dir}: {e}");
         }
     }
 }

@@ -118,6 +118,10 @@ impl Engine for WasmtimeEngine {
         "wasmtime"
     }
 
+    fn version(&self) -> String {
+        env!("WASMSHIM_WASMTIME_VERSION").to_string()
+    }
+
     fn cache_key(&self, wasm: &[u8]) -> anyhow::Result<Option<CacheKey>> {
         Ok(Some(key_for(&engine_for(wasm.len())?, wasm)))
     }

@@ -1,13 +1,19 @@
-//! [`Container`]: created → running → stopped, and nothing else.
+//! [`Container`]: one container's life, created → running → stopped, and the
+//! steps that move it: create (mount the rootfs, read the bundle, create the
+//! process), start, kill, wait and delete (unmount, release).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use containerd_shim::protos::types::mount::Mount;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::sys::{Isolation, Starter, StdioPaths};
+use crate::oci;
+use crate::sys::{
+    rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest, StdioPaths,
+};
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,15 +29,120 @@ pub enum Status {
 /// How and when a container's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitInfo {
-    /// Exit status: the module's exit code, or 128+n when killed by signal n.
+    /// Exit status, as [`crate::exit`] defines it.
     pub status: u32,
     /// When the exit was observed.
     pub at: SystemTime,
+    /// The kernel's OOM killer ended it (its memory limit).
+    pub oom_killed: bool,
+}
+
+/// What creating a container takes: containerd's Create request, in our words.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// The container id.
+    pub id: String,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Mounts that make up the rootfs (none: the bundle's rootfs is already there).
+    pub rootfs: Vec<Mount>,
+    /// Path of the stdin fifo, or empty.
+    pub stdin: String,
+    /// Path of the stdout fifo, or empty.
+    pub stdout: String,
+    /// Path of the stderr fifo, or empty.
+    pub stderr: String,
+    /// containerd asked for a terminal.
+    pub terminal: bool,
+}
+
+/// Creates containers, each in a process of one [`Isolation`].
+#[derive(Clone)]
+pub struct Launcher {
+    isolation: Arc<dyn Isolation>,
+}
+
+impl Launcher {
+    /// A launcher whose containers run with `isolation`.
+    pub fn new(isolation: Arc<dyn Isolation>) -> Self {
+        Launcher { isolation }
+    }
+
+    /// Creates a container: mounts its rootfs, reads its bundle and creates
+    /// its process, which then waits for [`Container::start`]. On error
+    /// nothing is left mounted or running.
+    pub async fn create(&self, request: CreateRequest) -> Result<Arc<Container>> {
+        oci::check_no_terminal(request.terminal)?;
+        let rootfs = if request.rootfs.is_empty() {
+            None
+        } else {
+            let dir = request.bundle.join("rootfs");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+            if let Err(e) = rootfs::mount(&request.rootfs, &dir).await {
+                let _ = rootfs::unmount(&dir);
+                return Err(e);
+            }
+            Some(dir)
+        };
+        let stdio = StdioPaths {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        };
+        let spawned = match oci::load_bundle(&request.bundle) {
+            Ok(bundle) => {
+                self.isolation
+                    .create(&ProcessRequest {
+                        id: &request.id,
+                        bundle: &request.bundle,
+                        spec: &bundle.spec,
+                        run: &bundle.run,
+                        stdio: &stdio,
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                log::warn!("container {}: create failed: {}", request.id, e.message());
+                if let Some(dir) = &rootfs {
+                    if let Err(u) = rootfs::unmount(dir) {
+                        log::error!("container {}: {}", request.id, u.message());
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let container = Arc::new(Container::new(
+            request.id,
+            request.bundle,
+            rootfs,
+            stdio,
+            spawned.process,
+        ));
+        let watched = container.clone();
+        let exit = spawned.exit;
+        tokio::spawn(async move {
+            let status = exit.await;
+            watched.set_exited(status);
+            log::info!("container {}: exited with status {status}", watched.id());
+        });
+        Ok(container)
+    }
+}
+
+/// Cleans up after a shim that died: what it mounted for the bundle must not outlive it.
+pub fn cleanup_bundle(bundle: &Path) -> Result<()> {
+    rootfs::unmount(&bundle.join("rootfs"))
 }
 
 enum State {
-    /// `None` while a Start request is handing the starter to the process.
-    Created(Option<Box<dyn Starter>>),
+    Created,
+    /// A Start request is handing control to the process.
+    Starting,
     Running,
     Stopped,
 }
@@ -40,27 +151,29 @@ enum State {
 pub struct Container {
     id: String,
     bundle: PathBuf,
+    /// The rootfs this container mounted, unmounted at delete.
+    rootfs: Option<PathBuf>,
     stdio: StdioPaths,
-    pid: u32,
+    process: Box<dyn ContainerProcess>,
     state: Mutex<State>,
     exit: watch::Sender<Option<ExitInfo>>,
 }
 
 impl Container {
-    /// A container whose process `pid` is created and waits for `starter`.
-    pub fn new(
-        id: &str,
-        bundle: &Path,
+    fn new(
+        id: String,
+        bundle: PathBuf,
+        rootfs: Option<PathBuf>,
         stdio: StdioPaths,
-        pid: u32,
-        starter: Box<dyn Starter>,
+        process: Box<dyn ContainerProcess>,
     ) -> Self {
         Container {
-            id: id.to_string(),
-            bundle: bundle.to_path_buf(),
+            id,
+            bundle,
+            rootfs,
             stdio,
-            pid,
-            state: Mutex::new(State::Created(Some(starter))),
+            process,
+            state: Mutex::new(State::Created),
             exit: watch::channel(None).0,
         }
     }
@@ -82,13 +195,13 @@ impl Container {
 
     /// The process id of the container's process.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
         match &*self.lock() {
-            State::Created(_) => Status::Created,
+            State::Created | State::Starting => Status::Created,
             State::Running => Status::Running,
             State::Stopped => Status::Stopped,
         }
@@ -101,40 +214,41 @@ impl Container {
 
     /// Runs the module: created → running.
     pub async fn start(&self) -> Result<u32> {
-        let starter = {
+        {
             let mut state = self.lock();
-            match &mut *state {
-                State::Created(starter) => starter.take().ok_or_else(|| {
-                    Error::FailedPrecondition(format!("container {} is already starting", self.id))
-                })?,
-                State::Running => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "container {} is already running",
-                        self.id
-                    )))
-                }
-                State::Stopped => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "container {} has already exited",
-                        self.id
-                    )))
-                }
+            let refusal = match &*state {
+                State::Created => None,
+                State::Starting => Some("is already starting"),
+                State::Running => Some("is already running"),
+                State::Stopped => Some("has already exited"),
+            };
+            if let Some(why) = refusal {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} {why}",
+                    self.id
+                )));
             }
-        };
-        starter.start().await?;
-        let mut state = self.lock();
-        // The process may have exited already; its exit wins.
-        if let State::Created(None) = &*state {
-            *state = State::Running;
+            *state = State::Starting;
         }
-        Ok(self.pid)
+        let result = self.process.start().await;
+        let mut state = self.lock();
+        // The process may have exited meanwhile; its exit wins.
+        if let State::Starting = &*state {
+            *state = if result.is_ok() {
+                State::Running
+            } else {
+                State::Created
+            };
+        }
+        result.map(|()| self.pid())
     }
 
     /// Records the process's exit (any state → stopped) and wakes every waiter.
-    pub fn set_exited(&self, status: u32) -> ExitInfo {
+    fn set_exited(&self, status: u32) -> ExitInfo {
         let info = ExitInfo {
             status,
             at: SystemTime::now(),
+            oom_killed: self.process.oom_killed(),
         };
         *self.lock() = State::Stopped;
         self.exit.send_replace(Some(info));
@@ -142,16 +256,16 @@ impl Container {
     }
 
     /// Sends `signal` to the process unless it has already exited.
-    pub fn kill(&self, isolation: &dyn Isolation, signal: u32) -> Result<()> {
-        let state = self.lock();
-        if let State::Stopped = &*state {
+    pub fn kill(&self, signal: u32) -> Result<()> {
+        if let State::Stopped = &*self.lock() {
             return Err(Error::NotFound(format!(
                 "container {}: process already finished",
                 self.id
             )));
         }
-        // Holding the lock keeps the exit from being recorded (and the pid reused) meanwhile.
-        isolation.signal(self.pid, signal)
+        // The process handle signals through a pidfd: should the exit be recorded
+        // meanwhile, the signal still cannot reach another process.
+        self.process.signal(signal)
     }
 
     /// Waits until the process has exited.
@@ -164,15 +278,37 @@ impl Container {
         exit.expect("waited for Some")
     }
 
-    /// Checks that the container may be deleted: it must not be running.
-    pub fn check_deletable(&self) -> Result<()> {
+    /// Deletes a container that is not running: ends a process that was never
+    /// started, waits for its exit and unmounts the rootfs.
+    pub async fn delete(&self) -> Result<ExitInfo> {
         match self.status() {
-            Status::Running => Err(Error::FailedPrecondition(format!(
-                "cannot delete running container {}: kill it first",
-                self.id
-            ))),
-            Status::Created | Status::Stopped => Ok(()),
+            Status::Running => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot delete running container {}: kill it first",
+                    self.id
+                )))
+            }
+            Status::Created => {
+                // A created process waits for Start: ending it is part of deleting it.
+                match self.kill(libc::SIGKILL as u32) {
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Status::Stopped => {}
         }
+        let exit = self.wait().await;
+        // The cgroup and the poststop hooks, once the process is gone.
+        self.process.release().await;
+        if let Some(dir) = &self.rootfs {
+            rootfs::unmount(dir)?;
+        }
+        Ok(exit)
+    }
+
+    /// Resource usage of the container (its cgroup).
+    pub fn stats(&self) -> Result<Stats> {
+        self.process.stats()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -181,101 +317,98 @@ impl Container {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::engine::RunSpec;
-    use crate::sys::Spawned;
-    use async_trait::async_trait;
-    use std::sync::Arc;
+    use crate::sys::fake::{FakeIsolation, TestBundle};
 
-    /// Records what the lifecycle asked of the OS.
-    #[derive(Default)]
-    pub(crate) struct FakeIsolation {
-        pub signals: Mutex<Vec<(u32, u32)>>,
-    }
-
-    struct FakeStarter(Arc<Mutex<bool>>);
-
-    #[async_trait]
-    impl Starter for FakeStarter {
-        async fn start(self: Box<Self>) -> Result<()> {
-            *self.0.lock().unwrap() = true;
-            Ok(())
-        }
-    }
-
-    #[async_trait]
-    impl Isolation for FakeIsolation {
-        async fn create(&self, _id: &str, _spec: &RunSpec, _stdio: &StdioPaths) -> Result<Spawned> {
-            Ok(Spawned {
-                pid: 42,
-                starter: Box::new(FakeStarter(Arc::default())),
-                exit: Box::pin(std::future::pending()),
-            })
-        }
-
-        fn signal(&self, pid: u32, signal: u32) -> Result<()> {
-            self.signals.lock().unwrap().push((pid, signal));
-            Ok(())
-        }
-    }
-
-    fn container() -> (Container, Arc<Mutex<bool>>) {
-        let started = Arc::new(Mutex::new(false));
-        let c = Container::new(
-            "c1",
-            Path::new("/b"),
-            StdioPaths::default(),
-            42,
-            Box::new(FakeStarter(started.clone())),
-        );
-        (c, started)
+    async fn created(iso: &Arc<FakeIsolation>) -> (Arc<Container>, TestBundle) {
+        let bundle = TestBundle::new();
+        let launcher = Launcher::new(iso.clone());
+        let c = launcher.create(bundle.request("c1")).await.unwrap();
+        (c, bundle)
     }
 
     #[tokio::test]
     async fn lifecycle_created_running_stopped() {
-        let (c, started) = container();
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, _bundle) = created(&iso).await;
         assert_eq!(c.status(), Status::Created);
-        assert!(c.check_deletable().is_ok());
-        assert_eq!(c.start().await.unwrap(), 42);
-        assert!(*started.lock().unwrap());
+        assert_eq!(c.start().await.unwrap(), c.pid());
+        assert_eq!(iso.process("c1").starts(), 1);
         assert_eq!(c.status(), Status::Running);
         assert!(matches!(c.start().await, Err(Error::FailedPrecondition(_))));
         assert!(matches!(
-            c.check_deletable(),
+            c.delete().await,
             Err(Error::FailedPrecondition(_))
         ));
 
-        let exit = c.set_exited(3);
+        iso.process("c1").exit(3);
+        let exit = c.wait().await;
+        assert_eq!(exit.status, 3);
         assert_eq!(c.status(), Status::Stopped);
-        assert_eq!(c.wait().await, exit);
-        assert_eq!(c.exit().unwrap().status, 3);
-        assert!(c.check_deletable().is_ok());
+        assert_eq!(c.exit(), Some(exit));
         assert!(matches!(c.start().await, Err(Error::FailedPrecondition(_))));
+        assert_eq!(c.delete().await.unwrap(), exit);
     }
 
     #[tokio::test]
-    async fn wait_wakes_on_exit_and_kill_after_exit_is_not_found() {
-        let (c, _) = container();
-        let c = Arc::new(c);
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move { c.wait().await.status }
-        });
-        let iso = FakeIsolation::default();
-        c.kill(&iso, 15).unwrap();
-        assert_eq!(*iso.signals.lock().unwrap(), vec![(42, 15)]);
-        c.set_exited(143);
-        assert_eq!(waiter.await.unwrap(), 143);
-        assert!(matches!(c.kill(&iso, 9), Err(Error::NotFound(_))));
-        assert_eq!(iso.signals.lock().unwrap().len(), 1);
+    async fn kill_after_exit_is_not_found_and_sends_nothing() {
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, _bundle) = created(&iso).await;
+        c.start().await.unwrap();
+        c.kill(15).unwrap();
+        assert_eq!(iso.process("c1").signals(), vec![15]);
+        iso.process("c1").exit(143);
+        assert_eq!(c.wait().await.status, 143);
+        assert!(matches!(c.kill(9), Err(Error::NotFound(_))));
+        assert_eq!(iso.process("c1").signals(), vec![15]);
     }
 
     #[tokio::test]
     async fn exit_during_start_is_not_overwritten() {
-        let (c, _) = container();
-        c.set_exited(0);
-        assert!(matches!(c.start().await, Err(Error::FailedPrecondition(_))));
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, _bundle) = created(&iso).await;
+        // The process exits while Start is still handing it control.
+        let process = iso.process("c1");
+        process.hold_start();
+        let starting = tokio::spawn({
+            let c = c.clone();
+            async move { c.start().await }
+        });
+        process.wait_start_called().await;
+        process.exit(0);
+        c.wait().await;
+        process.release_start();
+        starting.await.unwrap().unwrap();
         assert_eq!(c.status(), Status::Stopped);
+        assert_eq!(c.exit().unwrap().status, 0);
+    }
+
+    #[tokio::test]
+    async fn delete_of_a_created_container_kills_it() {
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, _bundle) = created(&iso).await;
+        let exit = c.delete().await.unwrap();
+        assert_eq!(iso.process("c1").signals(), vec![9]);
+        assert_eq!(exit.status, 137);
+        assert_eq!(iso.process("c1").starts(), 0);
+    }
+
+    #[tokio::test]
+    async fn failed_create_names_the_problem() {
+        let iso = Arc::new(FakeIsolation::default());
+        let bundle = TestBundle::new();
+        let launcher = Launcher::new(iso.clone());
+        let mut request = bundle.request("c1");
+        request.terminal = true;
+        let err = launcher.create(request).await.err().unwrap();
+        assert!(
+            err.message().contains("terminal (tty) is not supported"),
+            "{err}"
+        );
+        iso.fail_next_create(Error::InvalidArgument("bad module".into()));
+        let err = launcher.create(bundle.request("c1")).await.err().unwrap();
+        assert_eq!(err.message(), "bad module");
+        assert!(iso.created().is_empty());
     }
 }

@@ -1,7 +1,11 @@
 //! The lifecycle of one container: the single state machine behind every
-//! status the shim reports. Runs in the shim process; knows nothing of ttrpc
-//! or of engines, and reaches the OS only through [`crate::sys::Isolation`].
+//! status the shim reports, and the steps that move it (create, start, kill,
+//! wait, delete). Runs in the shim process; knows nothing of ttrpc or of
+//! engines, reads bundles through [`crate::oci`] and reaches the OS only
+//! through [`crate::sys`].
 
 mod container;
 
-pub use container::{Container, ExitInfo, Status};
+/// A container's resource usage, for Stats.
+pub use crate::sys::CgroupStats as Stats;
+pub use container::{cleanup_bundle, Container, CreateRequest, ExitInfo, Launcher, Status};

@@ -6,7 +6,6 @@
 //! `#function`; the rest of the args and `process.env` go to WASI; the rootfs is
 //! preopened at `/`, each bind mount at its destination.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -18,15 +17,32 @@ use crate::error::{Error, Result};
 /// The function a module runs when the entrypoint names none.
 pub const DEFAULT_ENTRY: &str = "_start";
 
+/// Annotation with which the CRI plugin names a container's pod sandbox.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// A bundle's OCI spec and the [`RunSpec`] resolved from it.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The whole spec, for what the OS must apply (user, namespaces, cgroups).
+    pub spec: Spec,
+    /// The module to run and how.
+    pub run: RunSpec,
+}
+
+/// Reads `<bundle>/config.json`.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let config = bundle.join("config.json");
+    Spec::load(&config).map_err(|e| {
+        Error::InvalidArgument(format!("cannot read OCI spec {}: {e}", config.display()))
+    })
+}
+
 /// Reads `<bundle>/config.json` and resolves it into a [`RunSpec`].
 ///
 /// Checks what can be checked without an engine: the module exists inside the
 /// rootfs and is WebAssembly (by its magic number).
-pub fn load_bundle(bundle: &Path) -> Result<RunSpec> {
-    let config = bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|e| {
-        Error::InvalidArgument(format!("cannot read OCI spec {}: {e}", config.display()))
-    })?;
+pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
+    let spec = load_spec(bundle)?;
     let root = spec
         .root()
         .as_ref()
@@ -36,7 +52,30 @@ pub fn load_bundle(bundle: &Path) -> Result<RunSpec> {
     } else {
         bundle.join(root.path())
     };
-    run_spec(&spec, &rootfs)
+    let run = run_spec(&spec, &rootfs)?;
+    Ok(Bundle { spec, run })
+}
+
+/// The pod sandbox id the CRI plugin put in the bundle's annotations, if any.
+/// Containers of one pod share a shim process.
+pub fn pod_sandbox_id(bundle: &Path) -> Option<String> {
+    load_spec(bundle)
+        .ok()?
+        .annotations()
+        .as_ref()?
+        .get(SANDBOX_ID_ANNOTATION)
+        .cloned()
+}
+
+/// Refuses a terminal: the one place of that rule, for the Create request's
+/// flag and the spec's `process.terminal` alike.
+pub fn check_no_terminal(terminal: bool) -> Result<()> {
+    if terminal {
+        return Err(Error::InvalidArgument(
+            "a terminal (tty) is not supported for WebAssembly containers".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the [`RunSpec`] of `spec` whose root filesystem is at `rootfs` on the host.
@@ -45,11 +84,7 @@ pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("OCI spec has no process".into()))?;
-    if process.terminal().unwrap_or(false) {
-        return Err(Error::InvalidArgument(
-            "a terminal (tty) is not supported for WebAssembly containers".into(),
-        ));
-    }
+    check_no_terminal(process.terminal().unwrap_or(false))?;
     let args = process.args().clone().unwrap_or_default();
     let Some(first) = args.first() else {
         return Err(Error::InvalidArgument(
@@ -62,9 +97,9 @@ pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
             "entrypoint '{first}' names no module"
         )));
     }
-    let cwd = process.cwd();
-    let module = resolve_in_rootfs(rootfs, cwd, Path::new(module_name));
-    check_module_file(&module, module_name, rootfs)?;
+    let relative = path_in_rootfs(process.cwd(), Path::new(module_name));
+    check_module_file(rootfs, &relative, module_name)?;
+    let module = rootfs.join(&relative);
 
     let env = process
         .env()
@@ -109,52 +144,46 @@ pub fn split_entrypoint(arg: &str) -> (&str, &str) {
     }
 }
 
-/// Joins `path` (absolute, or relative to `cwd`) onto `rootfs` lexically, the way
-/// a chroot would: `..` never climbs above the rootfs.
-pub fn resolve_in_rootfs(rootfs: &Path, cwd: &Path, path: &Path) -> PathBuf {
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+/// The path, relative to the rootfs, of `path` (absolute, or relative to `cwd`).
+/// Purely lexical: symlinks and `..` are resolved by [`check_module_file`].
+pub fn path_in_rootfs(cwd: &Path, path: &Path) -> PathBuf {
     let full = if path.is_absolute() {
         path.to_path_buf()
     } else {
         Path::new("/").join(cwd).join(path)
     };
-    for component in full.components() {
-        match component {
-            Component::Normal(part) => parts.push(part),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    let mut resolved = rootfs.to_path_buf();
-    resolved.extend(parts);
-    resolved
+    full.components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect()
 }
 
-/// Checks that `module` is a regular file inside `rootfs` starting with `\0asm`.
-fn check_module_file(module: &Path, name: &str, rootfs: &Path) -> Result<()> {
-    let real = module.canonicalize().map_err(|_| {
-        Error::NotFound(format!(
+/// Checks that `relative` names, inside `rootfs`, a regular file starting with
+/// `\0asm`. Symlinks are followed inside the rootfs only (cap-std): a path that
+/// leads out of it is refused.
+fn check_module_file(rootfs: &Path, relative: &Path, name: &str) -> Result<()> {
+    let root = cap_std::fs::Dir::open_ambient_dir(rootfs, cap_std::ambient_authority())
+        .map_err(|e| Error::internal(format!("opening the rootfs {}", rootfs.display()), e))?;
+    let mut file = root.open(relative).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound(format!(
             "WebAssembly module {name} not found in the container's rootfs"
-        ))
+        )),
+        std::io::ErrorKind::PermissionDenied => Error::InvalidArgument(format!(
+            "entrypoint {name} resolves outside the container's rootfs ({e})"
+        )),
+        _ => Error::InvalidArgument(format!("cannot open entrypoint {name}: {e}")),
     })?;
-    let real_root = rootfs
-        .canonicalize()
-        .map_err(|e| Error::internal(format!("rootfs {}", rootfs.display()), e))?;
-    if !real.starts_with(&real_root) {
-        return Err(Error::InvalidArgument(format!(
-            "entrypoint {name} resolves outside the container's rootfs"
-        )));
-    }
-    if !real.is_file() {
+    let is_file = file
+        .metadata()
+        .map(|m| m.is_file())
+        .map_err(|e| Error::InvalidArgument(format!("cannot read entrypoint {name}: {e}")))?;
+    if !is_file {
         return Err(Error::InvalidArgument(format!(
             "entrypoint {name} is not a regular file"
         )));
     }
     let mut magic = [0u8; 4];
-    let n = File::open(&real)
-        .and_then(|mut f| f.read(&mut magic))
+    let n = file
+        .read(&mut magic)
         .map_err(|e| Error::InvalidArgument(format!("cannot read entrypoint {name}: {e}")))?;
     if !has_wasm_magic(&magic[..n]) {
         return Err(Error::InvalidArgument(format!(
@@ -230,20 +259,39 @@ mod tests {
     }
 
     #[test]
-    fn relative_module_resolves_against_cwd_and_never_escapes() {
-        let root = Path::new("/r");
+    fn relative_module_resolves_against_cwd() {
         assert_eq!(
-            resolve_in_rootfs(root, Path::new("/app"), Path::new("m.wasm")),
-            PathBuf::from("/r/app/m.wasm")
+            path_in_rootfs(Path::new("/app"), Path::new("m.wasm")),
+            PathBuf::from("app/m.wasm")
         );
         assert_eq!(
-            resolve_in_rootfs(root, Path::new("/app"), Path::new("/m.wasm")),
-            PathBuf::from("/r/m.wasm")
+            path_in_rootfs(Path::new("/app"), Path::new("/m.wasm")),
+            PathBuf::from("m.wasm")
         );
-        assert_eq!(
-            resolve_in_rootfs(root, Path::new("/"), Path::new("../../etc/passwd")),
-            PathBuf::from("/r/etc/passwd")
-        );
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_rootfs_and_never_escape() {
+        let rootfs = rootfs_with("/app/real.wasm", b"\0asm\x01\0\0\0");
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("host.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let link = |name: &str, target: &Path| {
+            std::os::unix::fs::symlink(target, rootfs.path().join(name)).unwrap()
+        };
+        link("inside.wasm", Path::new("app/real.wasm"));
+        link("absolute.wasm", &outside.path().join("host.wasm"));
+        link("up.wasm", Path::new("../../../../../../tmp"));
+
+        let run = run_spec(&spec_with(&["/inside.wasm"], vec![]), rootfs.path()).unwrap();
+        assert_eq!(std::fs::read(&run.module).unwrap(), b"\0asm\x01\0\0\0");
+        for escaping in ["/absolute.wasm", "/up.wasm", "../../etc/passwd"] {
+            let err = run_spec(&spec_with(&[escaping], vec![]), rootfs.path()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("resolves outside the container's rootfs"),
+                "{escaping}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -296,5 +344,11 @@ mod tests {
 
         let err = run_spec(&spec_with(&[], vec![]), rootfs.path()).unwrap_err();
         assert!(err.to_string().contains("no process.args"), "{err}");
+
+        let err = run_spec(&spec_with(&["/bin"], vec![]), rootfs.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("/bin is not a regular file"),
+            "{err}"
+        );
     }
 }

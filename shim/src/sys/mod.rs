@@ -1,52 +1,98 @@
 //! OS effects: where and how a container's module actually runs.
 //!
-//! [`Isolation`] is the seam between the container lifecycle and the OS. The
-//! real implementation, [`process::ProcessIsolation`], runs each container in a
-//! worker process of its own (the shim binary re-executed, see
-//! `docs/process-model.md`); tests of the lifecycle use a recording fake.
-//! This module is the only place with `unsafe` code.
+//! [`Isolation`] is the seam between the container lifecycle
+//! ([`crate::instance`]) and the OS. The real implementation,
+//! [`process::ProcessIsolation`], runs each container in a worker process of
+//! its own (the shim binary re-executed, see `docs/process-model.md`); the
+//! lifecycle's unit tests use the recording fake of `sys::fake`. This module
+//! is the only place with `unsafe` code.
 
+pub mod cgroup;
+pub mod confine;
+pub mod enclosure;
+pub mod hooks;
+mod pidfd;
+pub mod plan;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod stdio;
 pub mod worker;
 
+#[cfg(test)]
+pub(crate) mod fake;
+
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 
 use async_trait::async_trait;
 
 use crate::engine::RunSpec;
 use crate::error::Result;
+pub use cgroup::CgroupStats;
 pub use stdio::StdioPaths;
 
-/// Resolves to the exit status once the container's process has ended.
+/// Resolves to the exit status once the container's process has ended
+/// (see [`crate::exit`] for the numbers).
 pub type ExitFuture = Pin<Box<dyn Future<Output = u32> + Send>>;
+
+/// What [`Isolation::create`] needs to know about one container.
+pub struct ProcessRequest<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// The bundle directory (holding `config.json` and the mounted rootfs).
+    pub bundle: &'a Path,
+    /// The bundle's OCI spec, for what the OS must apply (user, namespaces, cgroups).
+    pub spec: &'a oci_spec::runtime::Spec,
+    /// The module to run and how.
+    pub run: &'a RunSpec,
+    /// The container's stdio fifos.
+    pub stdio: &'a StdioPaths,
+}
 
 /// A created, not yet started, container process.
 pub struct Spawned {
-    /// The process id containerd reports for the task.
-    pub pid: u32,
-    /// Lets the process run its module.
-    pub starter: Box<dyn Starter>,
-    /// Resolves when the process ends, with its exit status (128+n when killed by signal n).
+    /// The handle the container keeps for its whole life.
+    pub process: Box<dyn ContainerProcess>,
+    /// Resolves when the process ends, with its exit status.
     pub exit: ExitFuture,
 }
 
-/// Releases a created process to run its module.
+/// One container's process, as the lifecycle sees it.
 #[async_trait]
-pub trait Starter: Send {
-    /// Tells the process to run the module's entry function.
-    async fn start(self: Box<Self>) -> Result<()>;
+pub trait ContainerProcess: Send + Sync {
+    /// The process id containerd reports for the task.
+    fn pid(&self) -> u32;
+
+    /// Lets the created process run its module. The lifecycle calls it at most once.
+    async fn start(&self) -> Result<()>;
+
+    /// Sends `signal` to the process. Once the process has ended this is
+    /// [`crate::Error::NotFound`]: a signal never reaches a process that reused its pid.
+    fn signal(&self, signal: u32) -> Result<()>;
+
+    /// Whether the kernel's OOM killer killed the process (its cgroup's memory limit).
+    fn oom_killed(&self) -> bool {
+        false
+    }
+
+    /// Resource usage of the process's cgroup.
+    fn stats(&self) -> Result<CgroupStats> {
+        Err(crate::Error::Unimplemented(
+            "stats are not available for this container".into(),
+        ))
+    }
+
+    /// Releases what surrounds the ended process (its cgroup) and runs its
+    /// poststop hooks. The lifecycle calls it once, at Delete.
+    async fn release(&self) {}
 }
 
-/// Where and how a container runs.
+/// Where and how containers run.
 #[async_trait]
 pub trait Isolation: Send + Sync {
     /// Creates the container's process: it loads and checks the module, then
-    /// waits for [`Starter::start`]. Errors name what is wrong with the module.
-    async fn create(&self, id: &str, spec: &RunSpec, stdio: &StdioPaths) -> Result<Spawned>;
-
-    /// Sends `signal` to the container's process.
-    fn signal(&self, pid: u32, signal: u32) -> Result<()>;
+    /// waits for [`ContainerProcess::start`]. Errors name what is wrong with the module.
+    async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned>;
 }

@@ -5,29 +5,33 @@
 //! it speaks a line protocol (see [`super::worker`]):
 //!
 //! ```text
-//! shim -> worker   {RunSpec as JSON}\n
-//! worker -> shim   ok\n  |  err <message>\n       (module loaded, or why not)
+//! shim -> worker   {"run": RunSpec, "confine": Confinement} as JSON\n
+//!                  (sent once the worker is in its cgroup)
+//! worker -> shim   ok\n  |  err <kind> <message>\n   (confined and module loaded,
+//!                                                     or why not; kind: invalid | internal)
 //! shim -> worker   start\n                        (Start; EOF instead ends the worker)
 //! worker -> shim   trap <message>\n               (only if the module trapped)
 //! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
 //! ```
 
 use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
-use super::worker::{CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
-use super::{Isolation, Spawned, Starter, StdioPaths};
-use crate::engine::RunSpec;
+use super::enclosure::Enclosure;
+use super::pidfd::PidFd;
+use super::plan::Plan;
+use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
+use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
+use crate::exit;
 
 /// Runs every container in a worker process started from `exe`.
 #[derive(Debug, Clone)]
@@ -46,8 +50,12 @@ impl ProcessIsolation {
 
 #[async_trait]
 impl Isolation for ProcessIsolation {
-    async fn create(&self, id: &str, spec: &RunSpec, stdio: &StdioPaths) -> Result<Spawned> {
-        let files = stdio
+    async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
+        let id = request.id;
+        let plan = Plan::from_spec(request.spec, id)?;
+        plan.log_unsupported(id);
+        let files = request
+            .stdio
             .open()
             .map_err(|e| Error::internal("opening the container's stdio", e))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -68,17 +76,13 @@ impl Isolation for ProcessIsolation {
             .stdin(Stdio::from(clone(&files.stdin)?))
             .stdout(Stdio::from(clone(&files.stdout)?))
             .stderr(Stdio::from(clone(&files.stderr)?));
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (dup2, prctl) on descriptors that stay open.
+        // SAFETY: the closure runs in the forked child before exec and only makes
+        // async-signal-safe system calls (dup2, prctl) on descriptors that stay open.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
                 // The worker dies with the thread that forked it (the shim's runtime thread).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 Ok(())
             });
         }
@@ -87,6 +91,25 @@ impl Isolation for ProcessIsolation {
             .map_err(|e| Error::internal(format!("starting worker {}", self.exe.display()), e))?;
         drop(theirs);
         let pid = child.id().unwrap_or_default();
+        // The child is not reaped before `exit` below waits for it, so `pid` is still ours.
+        let pidfd = match PidFd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(Error::internal(
+                    format!("opening a pidfd for worker {pid}"),
+                    e,
+                ));
+            }
+        };
+        // The worker waits for its first line: nothing runs before it is in its cgroup.
+        let enclosure = match Enclosure::enter(id, request.bundle, plan, pid) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(e);
+            }
+        };
 
         ours.set_nonblocking(true)
             .map_err(|e| Error::internal("control socket", e))?;
@@ -95,11 +118,15 @@ impl Isolation for ProcessIsolation {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
 
-        let mut request =
-            serde_json::to_string(spec).map_err(|e| Error::internal("encoding RunSpec", e))?;
-        request.push('\n');
+        let worker_request = WorkerRequest {
+            run: request.run.clone(),
+            confine: enclosure.plan().confine.clone(),
+        };
+        let mut line = serde_json::to_string(&worker_request)
+            .map_err(|e| Error::internal("encoding RunSpec", e))?;
+        line.push('\n');
         // A worker that died early closes the socket: its exit status tells more than EPIPE.
-        let _ = write.write_all(request.as_bytes()).await;
+        let _ = write.write_all(line.as_bytes()).await;
         let reply = loop {
             match lines.next_line().await {
                 Ok(Some(line)) => match line.strip_prefix("log ") {
@@ -109,20 +136,26 @@ impl Isolation for ProcessIsolation {
                 _ => break None,
             }
         };
-        match reply.as_deref() {
-            Some("ok") => {}
-            Some(line) => {
-                let _ = child.wait().await;
-                let message = line.strip_prefix("err ").unwrap_or(line);
-                return Err(Error::InvalidArgument(message.to_string()));
-            }
+        let failed = match reply.as_deref() {
+            Some("ok") => enclosure.created().await.err(),
+            Some(line) => Some(worker_error(line)),
             None => {
-                let status = child.wait().await.map(exit_status).unwrap_or(255);
-                return Err(Error::internal(
+                let status = child
+                    .wait()
+                    .await
+                    .map(exit::from_wait_status)
+                    .unwrap_or(exit::UNKNOWN);
+                Some(Error::internal(
                     "worker process",
                     anyhow::anyhow!("exited with status {status} before loading the module"),
-                ));
+                ))
             }
+        };
+        if let Some(e) = failed {
+            // Nothing of a failed Create remains: no process, no cgroup.
+            let _ = child.kill().await;
+            enclosure.delete().await;
+            return Err(e);
         }
 
         let id = id.to_string();
@@ -136,10 +169,10 @@ impl Isolation for ProcessIsolation {
                 }
             }
             let status = match child.wait().await {
-                Ok(status) => exit_status(status),
+                Ok(status) => exit::from_wait_status(status),
                 Err(e) => {
                     log::error!("container {id}: waiting for worker {pid}: {e}");
-                    255
+                    exit::UNKNOWN
                 }
             };
             if let Some(message) = trap {
@@ -150,32 +183,96 @@ impl Isolation for ProcessIsolation {
             status
         });
         Ok(Spawned {
-            pid,
-            starter: Box::new(ProcessStarter { control: write }),
+            process: Box::new(WorkerProcess {
+                pid,
+                pidfd,
+                control: Mutex::new(Some(write)),
+                enclosure,
+            }),
             exit,
         })
     }
-
-    fn signal(&self, pid: u32, signal: u32) -> Result<()> {
-        let sig = Signal::try_from(signal as i32)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        kill(Pid::from_raw(pid as i32), sig)
-            .map_err(|e| Error::internal(format!("sending {sig} to process {pid}"), e))
-    }
 }
 
-/// Tells a worker to start by writing `start` on its control socket.
-struct ProcessStarter {
-    control: OwnedWriteHalf,
+/// The shim's handle on one worker: its pidfd and the control socket's writing half.
+struct WorkerProcess {
+    pid: u32,
+    pidfd: PidFd,
+    control: Mutex<Option<OwnedWriteHalf>>,
+    /// The worker's cgroup and hooks.
+    enclosure: Arc<Enclosure>,
 }
 
 #[async_trait]
-impl Starter for ProcessStarter {
-    async fn start(mut self: Box<Self>) -> Result<()> {
-        self.control
-            .write_all(b"start\n")
-            .await
-            .map_err(|e| Error::FailedPrecondition(format!("the container's process is gone: {e}")))
+impl ContainerProcess for WorkerProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn start(&self) -> Result<()> {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut control) = control else {
+            return Err(Error::FailedPrecondition(
+                "the container's process was already started".into(),
+            ));
+        };
+        // A failing startContainer hook drops the socket: the worker then exits.
+        self.enclosure.starting().await?;
+        let result = control.write_all(b"start\n").await;
+        // Keep the socket open: closing it before the worker read `start` would end it.
+        *self.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control);
+        result.map_err(|e| {
+            Error::FailedPrecondition(format!("the container's process is gone: {e}"))
+        })?;
+        self.enclosure.started().await;
+        Ok(())
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.enclosure.oom_killed()
+    }
+
+    fn stats(&self) -> Result<CgroupStats> {
+        self.enclosure.stats()
+    }
+
+    async fn release(&self) {
+        self.enclosure.delete().await;
+    }
+
+    fn signal(&self, signal: u32) -> Result<()> {
+        let sig = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match self.pidfd.send_signal(sig as i32) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound(format!(
+                "process {} already finished",
+                self.pid
+            ))),
+            Err(e) => Err(Error::internal(
+                format!("sending {sig} to process {}", self.pid),
+                e,
+            )),
+        }
+    }
+}
+
+/// The error of a worker's `err <kind> <message>` reply.
+fn worker_error(line: &str) -> Error {
+    let rest = line.strip_prefix("err ").unwrap_or(line);
+    match rest.split_once(' ') {
+        Some(("invalid", message)) => Error::InvalidArgument(message.to_string()),
+        Some(("internal", message)) => {
+            Error::internal("worker process", anyhow::anyhow!(message.to_string()))
+        }
+        _ => Error::internal(
+            "worker process",
+            anyhow::anyhow!("unexpected reply {line:?}"),
+        ),
     }
 }
 
@@ -186,16 +283,22 @@ fn relay_log(id: &str, record: &str) {
     log::log!(level, "container {id}: {message}");
 }
 
-/// Exit status as containerd reports it: the code, or 128+n when killed by signal n.
-fn exit_status(status: std::process::ExitStatus) -> u32 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u32,
-        (None, Some(signal)) => 128 + signal as u32,
-        (None, None) => 255,
-    }
-}
-
 fn clone(file: &std::fs::File) -> Result<std::fs::File> {
     file.try_clone()
         .map_err(|e| Error::internal("duplicating a stdio descriptor", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_errors_keep_their_class() {
+        let err = worker_error("err invalid /m.wasm has no exported function 'x'");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(err.message(), "/m.wasm has no exported function 'x'");
+        let err = worker_error("err internal cannot read /m.wasm: EIO");
+        assert!(matches!(err, Error::Internal { .. }), "{err:?}");
+        assert_eq!(err.message(), "worker process: cannot read /m.wasm: EIO");
+    }
 }

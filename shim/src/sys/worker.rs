@@ -2,11 +2,11 @@
 //!
 //! Runs as `<shim> __wasmshim_worker <id>`, single-threaded, with the
 //! container's stdio on fds 0-2 and the control socket on fd 3. It loads the
-//! module (reporting `ok` or `err <why>`, and `log <level> <msg>` lines for the
-//! shim's log), waits for `start`, runs the module,
-//! and exits with its status: `proc_exit(n)` → n, a trap →
-//! [`crate::engine::EXIT_TRAP`]. Compiled code comes from the module cache
-//! the shim's environment names ([`crate::engine::cache`]) when it is usable.
+//! module (reporting `ok` or `err <kind> <why>`, and `log <level> <msg>` lines
+//! for the shim's log), waits for `start`, runs the module, and exits with its
+//! status as [`crate::exit`] defines it.
+//! Compiled code comes from the module cache the shim's environment names
+//! ([`crate::engine::cache`]) when it is usable.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
@@ -14,8 +14,20 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, ModuleCache, Outcome, RunSpec};
+use super::confine;
+use super::plan::Confinement;
+use crate::engine::{Engine, ModuleCache, Outcome, PreparedModule, RunSpec};
+
+/// The worker's first line: what to run and how to confine it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The module and its WASI view, for the engine.
+    pub run: RunSpec,
+    /// Namespaces, identity, seccomp: applied by the worker to itself.
+    pub confine: Confinement,
+}
 
 /// First argument that turns the shim binary into a worker.
 pub const WORKER_ARG: &str = "__wasmshim_worker";
@@ -45,25 +57,24 @@ pub fn main(engine: &dyn Engine) -> ! {
     }
     let mut lines = BufReader::new(control).lines();
 
-    let prepared = lines
-        .next()
-        .context("no RunSpec from the shim")
-        .and_then(|line| Ok(serde_json::from_str::<RunSpec>(&line?)?))
-        .and_then(|spec| {
-            let wasm = std::fs::read(&spec.module)
-                .with_context(|| format!("cannot read {}", spec.module_name))?;
-            let cache = ModuleCache::from_env();
-            engine.prepare(&wasm, &spec, cache.as_ref())
-        });
+    let prepared = load(&mut lines, engine).and_then(|(prepared, plan)| {
+        release_free_heap();
+        // Last before `ok`: the worker runs nothing but the module after this.
+        confine::drop_privileges(&plan).map_err(LoadError::Worker)?;
+        Ok(prepared)
+    });
     let prepared = match prepared {
         Ok(p) => {
-            release_free_heap();
             let _ = reply.write_all(b"ok\n");
             p
         }
-        Err(err) => {
+        Err(failure) => {
+            let (kind, err) = match failure {
+                LoadError::Module(e) => ("invalid", e),
+                LoadError::Worker(e) => ("internal", e),
+            };
             let message = format!("{err:#}").replace('\n', " ");
-            let _ = writeln!(reply, "err {message}");
+            let _ = writeln!(reply, "err {kind} {message}");
             std::process::exit(1);
         }
     };
@@ -80,6 +91,45 @@ pub fn main(engine: &dyn Engine) -> ! {
         let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
     }
     std::process::exit(outcome.exit_status());
+}
+
+/// Why a worker could not prepare its module.
+enum LoadError {
+    /// The module or the spec is at fault (Create fails with InvalidArgument).
+    Module(anyhow::Error),
+    /// The worker itself failed (Create fails with Internal).
+    Worker(anyhow::Error),
+}
+
+/// Reads the request from the shim, enters the container's namespaces (the
+/// worker still has one thread), then reads and prepares the module.
+fn load(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    engine: &dyn Engine,
+) -> Result<(Box<dyn PreparedModule>, Confinement), LoadError> {
+    let line = lines
+        .next()
+        .context("no RunSpec from the shim")
+        .and_then(|line| Ok(line?))
+        .map_err(LoadError::Worker)?;
+    let WorkerRequest {
+        run: mut spec,
+        confine: plan,
+    } = serde_json::from_str(&line)
+        .context("decoding the RunSpec")
+        .map_err(LoadError::Worker)?;
+    confine::enter_namespaces(&plan)
+        .and_then(|()| confine::open_preopens(&mut spec, &plan))
+        .map_err(LoadError::Worker)?;
+    let wasm = std::fs::read(&spec.module)
+        .with_context(|| format!("cannot read {}", spec.module_name))
+        .map_err(LoadError::Worker)?;
+    // The cache is opened as the shim's user, before privileges are dropped.
+    let cache = ModuleCache::from_env();
+    let prepared = engine
+        .prepare(&wasm, &spec, cache.as_ref())
+        .map_err(LoadError::Module)?;
+    Ok((prepared, plan))
 }
 
 /// Returns the heap that compiling used and freed to the kernel.

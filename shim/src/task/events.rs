@@ -46,11 +46,5 @@ impl EventSink for ContainerdEvents {
 
 /// Converts a time to the protobuf timestamp containerd expects.
 pub fn timestamp(at: SystemTime) -> Timestamp {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut ts = Timestamp::new();
-    ts.seconds = since.as_secs() as i64;
-    ts.nanos = since.subsec_nanos() as i32;
-    ts
+    Timestamp::from(at)
 }

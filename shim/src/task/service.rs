@@ -1,49 +1,60 @@
 //! [`TaskService`]: containerd's Task API, one entry per container id.
+//!
+//! Requests are checked here and carried out by [`Container`]; this file owns
+//! the id map and the task events, published in the order containerd expects
+//! for each container: `/tasks/create`, `/tasks/start`, `/tasks/exit`,
+//! `/tasks/delete`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
+use tokio::task::JoinHandle;
 
 use super::events::{timestamp, EventSink};
 use crate::error::{Error, Result};
-use crate::instance::{Container, Status};
-use crate::oci;
-use crate::sys::{rootfs, Isolation, StdioPaths};
+use crate::instance::{Container, CreateRequest, Launcher, Status};
 
 /// Version string reported by Connect.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// One container of the map, with what orders its events.
+struct Entry {
+    container: Arc<Container>,
+    /// Held while an event of this container is being published, so that
+    /// `/tasks/exit` never overtakes `/tasks/create` or `/tasks/start`.
+    events: Arc<tokio::sync::Mutex<()>>,
+    /// Publishes `/tasks/exit` once the process ends; Delete awaits it.
+    exit_event: Mutex<Option<JoinHandle<()>>>,
+}
+
 /// The containers of this shim: `None` while one is being created.
-type Containers = HashMap<String, Option<Arc<Container>>>;
+type Containers = HashMap<String, Option<Arc<Entry>>>;
 
 /// containerd's Task service for every container this shim process serves.
 pub struct TaskService {
     containers: Arc<Mutex<Containers>>,
-    isolation: Arc<dyn Isolation>,
+    launcher: Launcher,
     events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
 }
 
 impl TaskService {
-    /// A service that runs containers with `isolation` and reports to `events`;
-    /// `exit` is signalled by Shutdown once no container is left.
-    pub fn new(
-        isolation: Arc<dyn Isolation>,
-        events: Arc<dyn EventSink>,
-        exit: Arc<ExitSignal>,
-    ) -> Self {
+    /// A service that creates containers with `launcher` and reports to
+    /// `events`; `exit` is signalled by Shutdown once no container is left.
+    pub fn new(launcher: Launcher, events: Arc<dyn EventSink>, exit: Arc<ExitSignal>) -> Self {
         TaskService {
             containers: Arc::default(),
-            isolation,
+            launcher,
             events,
             exit,
         }
@@ -53,14 +64,14 @@ impl TaskService {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, id: &str, exec_id: &str) -> Result<Arc<Container>> {
+    fn entry(&self, id: &str, exec_id: &str) -> Result<Arc<Entry>> {
         if !exec_id.is_empty() {
             return Err(Error::NotFound(format!(
                 "exec process {exec_id} not found: WebAssembly containers do not support exec"
             )));
         }
         match self.containers().get(id) {
-            Some(Some(c)) => Ok(c.clone()),
+            Some(Some(entry)) => Ok(entry.clone()),
             Some(None) => Err(Error::FailedPrecondition(format!(
                 "container {id} is being created"
             ))),
@@ -68,7 +79,11 @@ impl TaskService {
         }
     }
 
-    async fn create_container(&self, req: &api::CreateTaskRequest) -> Result<u32> {
+    fn get(&self, id: &str, exec_id: &str) -> Result<Arc<Container>> {
+        Ok(self.entry(id, exec_id)?.container.clone())
+    }
+
+    async fn create_task(&self, req: &api::CreateTaskRequest) -> Result<u32> {
         let id = req.id.as_str();
         if id.is_empty() {
             return Err(Error::InvalidArgument("container id is empty".into()));
@@ -82,99 +97,96 @@ impl TaskService {
             }
             containers.insert(id.to_string(), None);
         }
-        let result = self.spawn_container(req).await;
-        let mut containers = self.containers();
-        match result {
-            Ok(container) => {
-                let pid = container.pid();
-                containers.insert(id.to_string(), Some(container));
-                Ok(pid)
-            }
+        let created = self
+            .launcher
+            .create(CreateRequest {
+                id: id.to_string(),
+                bundle: req.bundle.clone().into(),
+                rootfs: req.rootfs.clone(),
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            })
+            .await;
+        let container = match created {
+            Ok(container) => container,
             Err(e) => {
-                containers.remove(id);
-                Err(e)
-            }
-        }
-    }
-
-    async fn spawn_container(&self, req: &api::CreateTaskRequest) -> Result<Arc<Container>> {
-        if req.terminal {
-            return Err(Error::InvalidArgument(
-                "a terminal (tty) is not supported for WebAssembly containers".into(),
-            ));
-        }
-        let bundle = PathBuf::from(&req.bundle);
-        let rootfs_dir = bundle.join("rootfs");
-        if !req.rootfs.is_empty() {
-            std::fs::create_dir_all(&rootfs_dir)
-                .map_err(|e| Error::internal(format!("creating {}", rootfs_dir.display()), e))?;
-            if let Err(e) = rootfs::mount(&req.rootfs, &rootfs_dir).await {
-                let _ = rootfs::unmount(&rootfs_dir);
-                return Err(e);
-            }
-        }
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-        };
-        let spawned = match oci::load_bundle(&bundle) {
-            Ok(spec) => self.isolation.create(&req.id, &spec, &stdio).await,
-            Err(e) => Err(e),
-        };
-        let spawned = match spawned {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("container {}: create failed: {e}", req.id);
-                if !req.rootfs.is_empty() {
-                    if let Err(u) = rootfs::unmount(&rootfs_dir) {
-                        log::error!("container {}: {u}", req.id);
-                    }
-                }
+                self.containers().remove(id);
                 return Err(e);
             }
         };
-        let container = Arc::new(Container::new(
-            &req.id,
-            &bundle,
-            stdio,
-            spawned.pid,
-            spawned.starter,
+        let pid = container.pid();
+        let order = Arc::new(tokio::sync::Mutex::new(()));
+        let create_event = order.clone().lock_owned().await;
+        let exit_event = tokio::spawn(publish_exit(
+            self.events.clone(),
+            container.clone(),
+            order.clone(),
         ));
-        let exit = spawned.exit;
-        let events = self.events.clone();
-        let watched = container.clone();
-        tokio::spawn(async move {
-            let status = exit.await;
-            let info = watched.set_exited(status);
-            log::info!("container {}: exited with status {status}", watched.id());
-            events
-                .publish(
-                    topics::TASK_EXIT_EVENT_TOPIC,
-                    Box::new(TaskExit {
-                        container_id: watched.id().to_string(),
-                        id: watched.id().to_string(),
-                        pid: watched.pid(),
-                        exit_status: info.status,
-                        exited_at: MessageField::some(timestamp(info.at)),
+        let entry = Arc::new(Entry {
+            container,
+            events: order,
+            exit_event: Mutex::new(Some(exit_event)),
+        });
+        self.containers().insert(id.to_string(), Some(entry));
+        self.events
+            .publish(
+                topics::TASK_CREATE_EVENT_TOPIC,
+                Box::new(TaskCreate {
+                    container_id: id.to_string(),
+                    bundle: req.bundle.clone(),
+                    rootfs: req.rootfs.clone(),
+                    io: MessageField::some(TaskIO {
+                        stdin: req.stdin.clone(),
+                        stdout: req.stdout.clone(),
+                        stderr: req.stderr.clone(),
+                        terminal: req.terminal,
                         ..Default::default()
                     }),
-                )
-                .await;
-        });
-        Ok(container)
+                    pid,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        drop(create_event);
+        Ok(pid)
     }
 
-    async fn delete_container(&self, id: &str) -> Result<api::DeleteResponse> {
-        let container = self.get(id, "")?;
-        container.check_deletable()?;
-        if container.status() == Status::Created {
-            // A created process is waiting for Start: ending it is part of deleting it.
-            let _ = container.kill(self.isolation.as_ref(), libc::SIGKILL as u32);
+    async fn start_task(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let entry = self.entry(id, exec_id)?;
+        let _order = entry.events.lock().await;
+        let pid = entry.container.start().await?;
+        log::info!("container {id}: started, pid {pid}");
+        self.events
+            .publish(
+                topics::TASK_START_EVENT_TOPIC,
+                Box::new(TaskStart {
+                    container_id: id.to_string(),
+                    pid,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        Ok(pid)
+    }
+
+    async fn delete_task(&self, id: &str, exec_id: &str) -> Result<api::DeleteResponse> {
+        let entry = self.entry(id, exec_id)?;
+        let container = &entry.container;
+        let exit = container.delete().await?;
+        let exit_event = entry
+            .exit_event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = exit_event {
+            // `/tasks/exit` goes out before `/tasks/delete`.
+            let _ = handle.await;
         }
-        let exit = container.wait().await;
-        rootfs::unmount(&container.bundle().join("rootfs"))?;
-        self.containers().remove(id);
+        if self.containers().remove(id).is_none() {
+            return Err(Error::NotFound(format!("container {id} not found")));
+        }
         self.events
             .publish(
                 topics::TASK_DELETE_EVENT_TOPIC,
@@ -197,6 +209,42 @@ impl TaskService {
     }
 }
 
+/// Waits for `container`'s exit and publishes `/tasks/exit`, after any event
+/// of the container being published.
+async fn publish_exit(
+    events: Arc<dyn EventSink>,
+    container: Arc<Container>,
+    order: Arc<tokio::sync::Mutex<()>>,
+) {
+    let exit = container.wait().await;
+    let _order = order.lock().await;
+    if exit.oom_killed {
+        // containerd expects the OOM event before the exit.
+        events
+            .publish(
+                topics::TASK_OOM_EVENT_TOPIC,
+                Box::new(TaskOOM {
+                    container_id: container.id().to_string(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+    events
+        .publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            Box::new(TaskExit {
+                container_id: container.id().to_string(),
+                id: container.id().to_string(),
+                pid: container.pid(),
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }),
+        )
+        .await;
+}
+
 fn unsupported<T>(what: &str) -> TtrpcResult<T> {
     Err(Error::Unimplemented(format!(
         "{what} is not supported for WebAssembly containers"
@@ -212,26 +260,7 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         log::info!("create container {} from bundle {}", req.id, req.bundle);
-        let pid = self.create_container(&req).await?;
-        self.events
-            .publish(
-                topics::TASK_CREATE_EVENT_TOPIC,
-                Box::new(TaskCreate {
-                    container_id: req.id.clone(),
-                    bundle: req.bundle.clone(),
-                    rootfs: req.rootfs.clone(),
-                    io: MessageField::some(TaskIO {
-                        stdin: req.stdin.clone(),
-                        stdout: req.stdout.clone(),
-                        stderr: req.stderr.clone(),
-                        terminal: req.terminal,
-                        ..Default::default()
-                    }),
-                    pid,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let pid = self.create_task(&req).await?;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -243,19 +272,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let container = self.get(&req.id, &req.exec_id)?;
-        let pid = container.start().await?;
-        log::info!("container {}: started, pid {pid}", req.id);
-        self.events
-            .publish(
-                topics::TASK_START_EVENT_TOPIC,
-                Box::new(TaskStart {
-                    container_id: req.id.clone(),
-                    pid,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let pid = self.start_task(&req.id, &req.exec_id).await?;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -267,15 +284,14 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        self.get(&req.id, &req.exec_id)?;
         log::info!("delete container {}", req.id);
-        Ok(self.delete_container(&req.id).await?)
+        Ok(self.delete_task(&req.id, &req.exec_id).await?)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.get(&req.id, &req.exec_id)?;
         log::info!("container {}: kill with signal {}", req.id, req.signal);
-        container.kill(self.isolation.as_ref(), req.signal)?;
+        container.kill(req.signal)?;
         Ok(api::Empty::default())
     }
 
@@ -357,9 +373,12 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
-        if self.containers().is_empty() {
+        let left = self.containers().len();
+        if left == 0 {
             log::info!("no containers left: shutting down");
             self.exit.signal();
+        } else {
+            log::debug!("shutdown requested with {left} containers left: serving on");
         }
         Ok(api::Empty::default())
     }
@@ -367,9 +386,13 @@ impl Task for TaskService {
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        unsupported("stats")
+        let stats = self.get(&req.id, "")?.stats()?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(super::metrics::to_any(&stats)?),
+            ..Default::default()
+        })
     }
 
     async fn exec(
@@ -426,3 +449,6 @@ impl Task for TaskService {
         Ok(api::Empty::default())
     }
 }
+
+#[cfg(test)]
+mod tests;

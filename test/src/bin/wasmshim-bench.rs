@@ -19,7 +19,7 @@ use wasmshim_integration::bench::report::{Machine, Micro, Report, BASELINE};
 use wasmshim_integration::bench::scenarios::{self, Kind};
 use wasmshim_integration::bench::{bigmodule, chart};
 use wasmshim_integration::{
-    busybox_image, engines, modules, processes_mentioning, runtime, wasm_image, Containerd,
+    busybox_image, cmdline, engines, modules, runtime, wasm_image, Containerd,
 };
 
 /// Sizes of one run.
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     raise_open_files_limit();
 
-    let (found, skipped) = engines();
+    let (found, skipped) = engines()?;
     for line in &skipped {
         eprintln!("bench: {line}");
     }
@@ -275,20 +275,10 @@ fn stop_on_signal(containerd: Arc<Containerd>) -> anyhow::Result<()> {
 
 /// Shims or workers still alive after every scenario removed its containers.
 fn leftovers(containerd: &Containerd) -> Vec<String> {
-    let dir = containerd.dir().to_string_lossy().into_owned();
-    let mut found: Vec<String> = processes_mentioning(&dir)
+    containerd
+        .processes()
         .into_iter()
-        .map(wasmshim_integration::cmdline)
-        .filter(|c| c.contains("containerd-shim"))
-        .collect();
-    found.extend(
-        processes_mentioning("__wasmshim_worker")
-            .into_iter()
-            .map(wasmshim_integration::cmdline),
-    );
-    found
-        .into_iter()
-        .map(|c| format!("left running after the scenarios: {c}"))
+        .map(|pid| format!("left running after the scenarios: {}", cmdline(pid)))
         .collect()
 }
 

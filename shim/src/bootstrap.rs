@@ -1,6 +1,7 @@
 //! [`ShimMain`]: the shim binary's life as containerd drives it: `start`
 //! (fork the server and print its address), serve, `delete` (clean up after a
-//! shim that died).
+//! shim that died). This is where the layers are put together: the task
+//! service gets a launcher of worker processes and containerd's event publisher.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,13 +13,11 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, StartOpts};
 
-use super::events::{timestamp, ContainerdEvents};
-use super::service::TaskService;
+use crate::instance::{self, Launcher};
 use crate::sys::process::ProcessIsolation;
-use crate::sys::rootfs;
-
-/// Annotation with which the CRI plugin names a container's pod sandbox.
-const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+use crate::task::events::{timestamp, ContainerdEvents};
+use crate::task::service::TaskService;
+use crate::{exit, oci};
 
 /// The shim's configuration of the `containerd-shim` crate.
 pub fn shim_config() -> Config {
@@ -57,7 +56,7 @@ impl Shim for ShimMain {
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         // Containers of one pod share a shim process, as with runc; others get their own.
-        let grouping = pod_sandbox_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
+        let grouping = oci::pod_sandbox_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
         let address = spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file(
             self.bundle.join("address"),
@@ -68,13 +67,13 @@ impl Shim for ShimMain {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        // The server of this container died: what it mounted must not outlive it.
-        // Its worker died with it (PR_SET_PDEATHSIG).
-        if let Err(e) = rootfs::unmount(&self.bundle.join("rootfs")) {
-            log::error!("container {}: {e}", self.id);
+        // The server of this container died. Its worker died with it
+        // (PR_SET_PDEATHSIG); what it set up for the container must not outlive it.
+        if let Err(e) = instance::cleanup_bundle(&self.bundle) {
+            log::error!("container {}: {}", self.id, e.message());
         }
         Ok(DeleteResponse {
-            exit_status: 128 + libc::SIGKILL as u32,
+            exit_status: exit::killed_by(libc::SIGKILL),
             exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),
             ..Default::default()
         })
@@ -87,18 +86,9 @@ impl Shim for ShimMain {
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let isolation = ProcessIsolation::current_exe().expect("the shim binary has a path");
         TaskService::new(
-            Arc::new(isolation),
+            Launcher::new(Arc::new(isolation)),
             Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
             self.exit.clone(),
         )
     }
-}
-
-/// The pod sandbox id from the bundle's annotations, when the CRI plugin set one.
-fn pod_sandbox_id(bundle: &std::path::Path) -> Option<String> {
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
-    spec.annotations()
-        .as_ref()?
-        .get(SANDBOX_ID_ANNOTATION)
-        .cloned()
 }

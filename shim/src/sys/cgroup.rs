@@ -1,0 +1,229 @@
+//! The container's cgroup, managed by the shim with youki's `libcgroups`.
+//!
+//! Runs in the shim process. Right after spawning a worker, and before the
+//! worker has read its first line (so before it compiles anything), the shim
+//! creates the cgroup named by `linux.cgroupsPath`, moves the worker into it
+//! and applies `linux.resources`. The cgroup gives the container's statistics,
+//! tells whether the kernel's OOM killer ended it, and is removed at Delete or
+//! when Create fails. cgroup v1, hybrid (v1 controllers) and v2 are handled by
+//! `libcgroups`; the systemd form `slice:prefix:name` goes through systemd on
+//! v2 and is expanded to the path systemd would use on v1.
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{
+    self, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt,
+};
+use nix::unistd::Pid;
+
+use super::plan::{CgroupPlan, CgroupsPath};
+use crate::error::{Error, Result};
+
+/// Statistics of a container's cgroup.
+#[derive(Debug, Default)]
+pub struct CgroupStats {
+    /// True on the unified (v2) hierarchy, false on v1 controllers.
+    pub unified: bool,
+    /// What `libcgroups` read from the controllers.
+    pub stats: libcgroups::stats::Stats,
+}
+
+/// A container's cgroup, holding its worker.
+pub struct Cgroup {
+    manager: AnyCgroupManager,
+    /// Directory of the memory controller's cgroup, where the OOM kill count is.
+    memory_dir: Option<PathBuf>,
+    unified: bool,
+    name: String,
+}
+
+impl std::fmt::Debug for Cgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cgroup").field("name", &self.name).finish()
+    }
+}
+
+impl Cgroup {
+    /// Creates the cgroup of `plan`, moves process `pid` into it and applies the
+    /// limits. On failure nothing is left: the cgroup is removed again.
+    pub fn join(plan: &CgroupPlan, id: &str, pid: u32) -> Result<Cgroup> {
+        let setup = common::get_cgroup_setup()
+            .map_err(|e| Error::internal("detecting the cgroup hierarchy", e))?;
+        let unified = matches!(setup, CgroupSetup::Unified);
+        let fs_path = plan.path.fs_path();
+        let (cgroup_path, systemd_cgroup, name) = match (&plan.path, unified) {
+            (
+                CgroupsPath::Systemd {
+                    slice,
+                    prefix,
+                    name,
+                },
+                true,
+            ) => (
+                PathBuf::from(format!("{slice}:{prefix}:{name}")),
+                true,
+                format!("{slice}:{prefix}:{name}"),
+            ),
+            _ => (fs_path.clone(), false, fs_path.display().to_string()),
+        };
+        let manager = common::create_cgroup_manager(CgroupConfig {
+            cgroup_path,
+            systemd_cgroup,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| Error::internal(format!("cgroup {name}"), e))?;
+        let memory_dir = memory_dir(unified, &fs_path);
+        let cgroup = Cgroup {
+            manager,
+            memory_dir,
+            unified,
+            name,
+        };
+        let resources = &plan.resources;
+        let options = ControllerOpt {
+            resources,
+            disable_oom_killer: resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .unwrap_or(false),
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        let joined = cgroup
+            .manager
+            .add_task(Pid::from_raw(pid as i32))
+            .map_err(|e| {
+                Error::internal(
+                    format!("moving process {pid} into cgroup {}", cgroup.name),
+                    e,
+                )
+            })
+            .and_then(|()| {
+                cgroup.manager.apply(&options).map_err(|e| {
+                    Error::internal(
+                        format!("applying linux.resources to cgroup {}", cgroup.name),
+                        e,
+                    )
+                })
+            });
+        match joined {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                if let Err(r) = cgroup.remove() {
+                    log::error!("container {id}: {r}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The cgroup's name, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Memory, CPU, pids and I/O statistics.
+    pub fn stats(&self) -> Result<CgroupStats> {
+        let stats = self.manager.stats().map_err(|e| {
+            Error::internal(format!("reading the statistics of cgroup {}", self.name), e)
+        })?;
+        Ok(CgroupStats {
+            unified: self.unified,
+            stats,
+        })
+    }
+
+    /// How many processes the kernel's OOM killer has killed in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(dir) = &self.memory_dir else {
+            return 0;
+        };
+        let file = if self.unified {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(dir.join(file))
+            .map(|text| oom_kill_count(&text))
+            .unwrap_or(0)
+    }
+
+    /// Removes the cgroup, killing anything still in it.
+    pub fn remove(&self) -> Result<()> {
+        self.manager
+            .remove()
+            .map_err(|e| Error::internal(format!("removing cgroup {}", self.name), e))
+    }
+}
+
+/// The `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where the memory controller keeps the cgroup at `path`.
+fn memory_dir(unified: bool, path: &Path) -> Option<PathBuf> {
+    let root = if unified {
+        libcgroups::v2::util::get_unified_mount_point().ok()?
+    } else {
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+            .ok()?
+    };
+    Some(root.join(path.strip_prefix("/").unwrap_or(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_counter_of_v1_and_v2() {
+        assert_eq!(
+            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), 0);
+    }
+
+    /// Needs root and a cgroup hierarchy: creates a real cgroup for this test
+    /// process's child, limits its memory, reads the limit back and removes it.
+    #[test]
+    fn real_cgroup_limits_and_is_removed() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = format!("wasmshim-unit-{}", std::process::id());
+        let plan: CgroupPlan = CgroupPlan {
+            path: CgroupsPath::parse(&format!("/wasmshim-unit/{id}"), &id).unwrap(),
+            resources: serde_json::from_value(serde_json::json!({
+                "memory": {"limit": 33554432},
+                "pids": {"limit": 10}
+            }))
+            .unwrap(),
+        };
+        let cgroup = Cgroup::join(&plan, &id, child.id()).unwrap();
+        let limit = cgroup.stats().unwrap().stats.memory.memory.limit;
+        let pids = cgroup.stats().unwrap().stats.pids;
+        let dir = cgroup.memory_dir.clone().unwrap();
+        assert!(dir.exists(), "{}", dir.display());
+        cgroup.remove().unwrap();
+        let _ = child.wait();
+        assert_eq!(limit, 33554432);
+        assert_eq!(pids.limit, 10);
+        assert!(!dir.exists(), "{} is left", dir.display());
+        let _ = std::fs::remove_dir(dir.parent().unwrap());
+    }
+}

@@ -1,0 +1,202 @@
+//! A recording fake of [`Isolation`] for the lifecycle's and the task
+//! service's unit tests: no process is started, every request is recorded,
+//! and the test decides when a "process" exits.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{watch, Notify};
+
+use super::{ContainerProcess, Isolation, ProcessRequest, Spawned};
+use crate::error::{Error, Result};
+use crate::instance::CreateRequest;
+
+/// Records creates; hands out [`FakeProcess`]es the test controls.
+#[derive(Default)]
+pub struct FakeIsolation {
+    processes: Mutex<HashMap<String, Arc<FakeProcess>>>,
+    fail_next: Mutex<Option<Error>>,
+    next_pid: AtomicU32,
+    hold_create: Mutex<bool>,
+    create_called: Notify,
+    create_released: Notify,
+}
+
+impl FakeIsolation {
+    /// The process created for container `id`.
+    pub fn process(&self, id: &str) -> Arc<FakeProcess> {
+        self.processes.lock().unwrap()[id].clone()
+    }
+
+    /// Ids of the containers whose process was created.
+    pub fn created(&self) -> Vec<String> {
+        self.processes.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Makes the next create fail with `err`.
+    pub fn fail_next_create(&self, err: Error) {
+        *self.fail_next.lock().unwrap() = Some(err);
+    }
+
+    /// Makes the next create wait for [`FakeIsolation::release_create`].
+    pub fn hold_create(&self) {
+        *self.hold_create.lock().unwrap() = true;
+    }
+
+    /// Resolves once a held create has been called.
+    pub async fn wait_create_called(&self) {
+        self.create_called.notified().await;
+    }
+
+    /// Lets a held create go on.
+    pub fn release_create(&self) {
+        self.create_released.notify_one();
+    }
+}
+
+#[async_trait]
+impl Isolation for FakeIsolation {
+    async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
+        let hold = std::mem::take(&mut *self.hold_create.lock().unwrap());
+        if hold {
+            self.create_called.notify_one();
+            self.create_released.notified().await;
+        }
+        if let Some(err) = self.fail_next.lock().unwrap().take() {
+            return Err(err);
+        }
+        let pid = 1000 + self.next_pid.fetch_add(1, Ordering::SeqCst);
+        let process = Arc::new(FakeProcess {
+            pid,
+            exit: watch::channel(None).0,
+            ..Default::default()
+        });
+        let mut rx = process.exit.subscribe();
+        let exit = Box::pin(async move {
+            let status = rx.wait_for(Option::is_some).await.expect("sender kept");
+            status.expect("waited for Some")
+        });
+        self.processes
+            .lock()
+            .unwrap()
+            .insert(request.id.to_string(), process.clone());
+        Ok(Spawned {
+            process: Box::new(SharedProcess(process)),
+            exit,
+        })
+    }
+}
+
+/// A container "process" whose exit the test triggers.
+#[derive(Default)]
+pub struct FakeProcess {
+    pid: u32,
+    starts: AtomicU32,
+    signals: Mutex<Vec<u32>>,
+    exit: watch::Sender<Option<u32>>,
+    hold: Mutex<bool>,
+    start_called: Notify,
+    released: Notify,
+}
+
+impl FakeProcess {
+    /// Ends the process with `status`.
+    pub fn exit(&self, status: u32) {
+        self.exit.send_replace(Some(status));
+    }
+
+    /// How many times Start reached the process.
+    pub fn starts(&self) -> u32 {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    /// Signals sent to the process while it lived.
+    pub fn signals(&self) -> Vec<u32> {
+        self.signals.lock().unwrap().clone()
+    }
+
+    /// Makes the next start wait for [`FakeProcess::release_start`].
+    pub fn hold_start(&self) {
+        *self.hold.lock().unwrap() = true;
+    }
+
+    /// Resolves once a held start has been called.
+    pub async fn wait_start_called(&self) {
+        self.start_called.notified().await;
+    }
+
+    /// Lets a held start return.
+    pub fn release_start(&self) {
+        self.released.notify_one();
+    }
+}
+
+struct SharedProcess(Arc<FakeProcess>);
+
+#[async_trait]
+impl ContainerProcess for SharedProcess {
+    fn pid(&self) -> u32 {
+        self.0.pid
+    }
+
+    async fn start(&self) -> Result<()> {
+        self.0.starts.fetch_add(1, Ordering::SeqCst);
+        let hold = std::mem::take(&mut *self.0.hold.lock().unwrap());
+        if hold {
+            self.0.start_called.notify_one();
+            self.0.released.notified().await;
+        }
+        Ok(())
+    }
+
+    fn signal(&self, signal: u32) -> Result<()> {
+        if self.0.exit.borrow().is_some() {
+            return Err(Error::NotFound("process already finished".into()));
+        }
+        self.0.signals.lock().unwrap().push(signal);
+        if signal == libc::SIGKILL as u32 {
+            self.0.exit(crate::exit::killed_by(libc::SIGKILL));
+        }
+        Ok(())
+    }
+}
+
+/// A bundle in a temp dir: `config.json` whose entrypoint `/hello.wasm` is a
+/// module (by its magic number) in `rootfs/`.
+pub struct TestBundle {
+    dir: tempfile::TempDir,
+}
+
+impl TestBundle {
+    /// Writes the bundle.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::write(rootfs.join("hello.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/hello.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        TestBundle { dir }
+    }
+
+    /// The bundle directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A Create request for container `id` of this bundle (rootfs already in place).
+    pub fn request(&self, id: &str) -> CreateRequest {
+        CreateRequest {
+            id: id.to_string(),
+            bundle: self.path().to_path_buf(),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The task service against the recording fake isolation: request checks,
+//! refusals and the order of events, with no containerd and no process.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::ttrpc;
+
+use super::*;
+use crate::sys::fake::{FakeIsolation, TestBundle};
+
+/// Records every event: its topic, and the status of exits.
+#[derive(Default)]
+struct RecordedEvents(Mutex<Vec<String>>);
+
+#[async_trait]
+impl EventSink for RecordedEvents {
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let line = match event.downcast_ref::<TaskExit>() {
+            Some(exit) => format!("{topic} {}", exit.exit_status),
+            None => topic.to_string(),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+struct Harness {
+    service: Arc<TaskService>,
+    iso: Arc<FakeIsolation>,
+    events: Arc<RecordedEvents>,
+    exit: Arc<ExitSignal>,
+    bundle: TestBundle,
+}
+
+fn harness() -> Harness {
+    let iso = Arc::new(FakeIsolation::default());
+    let events = Arc::new(RecordedEvents::default());
+    let exit = Arc::new(ExitSignal::default());
+    let service = Arc::new(TaskService::new(
+        Launcher::new(iso.clone()),
+        events.clone(),
+        exit.clone(),
+    ));
+    Harness {
+        service,
+        iso,
+        events,
+        exit,
+        bundle: TestBundle::new(),
+    }
+}
+
+fn ctx() -> TtrpcContext {
+    TtrpcContext {
+        mh: Default::default(),
+        metadata: HashMap::new(),
+        timeout_nano: 0,
+    }
+}
+
+/// The gRPC code and message of a failed request.
+fn status<T: std::fmt::Debug>(result: TtrpcResult<T>) -> (ttrpc::Code, String) {
+    match result.expect_err("the request should fail") {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not an rpc status: {other:?}"),
+    }
+}
+
+impl Harness {
+    fn create_request(&self, id: &str) -> api::CreateTaskRequest {
+        api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: self.bundle.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, id: &str) -> TtrpcResult<api::CreateTaskResponse> {
+        self.service.create(&ctx(), self.create_request(id)).await
+    }
+
+    async fn start(&self, id: &str) -> TtrpcResult<api::StartResponse> {
+        let req = api::StartRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        self.service.start(&ctx(), req).await
+    }
+
+    async fn delete(&self, id: &str) -> TtrpcResult<api::DeleteResponse> {
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        self.service.delete(&ctx(), req).await
+    }
+
+    async fn state(&self, id: &str) -> TtrpcResult<api::StateResponse> {
+        let req = api::StateRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        self.service.state(&ctx(), req).await
+    }
+
+    async fn shutdown(&self) {
+        self.service
+            .shutdown(&ctx(), api::ShutdownRequest::default())
+            .await
+            .unwrap();
+    }
+
+    async fn shut_down(&self) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), self.exit.wait())
+            .await
+            .is_ok()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_second_create_of_one_id_already_exists() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    let (code, message) = status(h.create("c1").await);
+    assert_eq!(code, ttrpc::Code::ALREADY_EXISTS);
+    assert!(message.contains("container c1 already exists"), "{message}");
+    assert_eq!(h.iso.created(), vec!["c1".to_string()]);
+}
+
+#[tokio::test]
+async fn requests_during_create_are_refused_as_being_created() {
+    let h = harness();
+    h.iso.hold_create();
+    let creating = tokio::spawn({
+        let service = h.service.clone();
+        let req = h.create_request("c1");
+        async move { service.create(&ctx(), req).await }
+    });
+    h.iso.wait_create_called().await;
+    let (code, message) = status(h.state("c1").await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(
+        message.contains("container c1 is being created"),
+        "{message}"
+    );
+    let (code, _) = status(h.create("c1").await);
+    assert_eq!(code, ttrpc::Code::ALREADY_EXISTS);
+    h.iso.release_create();
+    creating.await.unwrap().unwrap();
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::CREATED.into()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_create_leaves_no_entry() {
+    let h = harness();
+    h.iso.fail_next_create(Error::InvalidArgument(
+        "entrypoint /x is not a module".into(),
+    ));
+    let (code, message) = status(h.create("c1").await);
+    assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+    assert_eq!(message, "entrypoint /x is not a module");
+    let (code, _) = status(h.state("c1").await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    // The id is free again.
+    h.create("c1").await.unwrap();
+    assert_eq!(
+        h.events(),
+        vec![topics::TASK_CREATE_EVENT_TOPIC.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn delete_before_start_kills_the_process_and_reports_137() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    let deleted = h.delete("c1").await.unwrap();
+    assert_eq!(deleted.exit_status, 137);
+    assert_eq!(h.iso.process("c1").starts(), 0);
+    assert_eq!(h.iso.process("c1").signals(), vec![9]);
+    assert_eq!(
+        h.events(),
+        vec![
+            topics::TASK_CREATE_EVENT_TOPIC.to_string(),
+            format!("{} 137", topics::TASK_EXIT_EVENT_TOPIC),
+            topics::TASK_DELETE_EVENT_TOPIC.to_string(),
+        ]
+    );
+    let (code, _) = status(h.state("c1").await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_while_running_is_refused() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    let (code, message) = status(h.delete("c1").await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(message.contains("kill it first"), "{message}");
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::RUNNING.into()
+    );
+}
+
+#[tokio::test]
+async fn exit_is_published_after_start_even_when_the_module_ends_at_once() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    // The process exits while Start is still in progress.
+    let process = h.iso.process("c1");
+    process.hold_start();
+    let starting = tokio::spawn({
+        let service = h.service.clone();
+        async move {
+            let req = api::StartRequest {
+                id: "c1".into(),
+                ..Default::default()
+            };
+            service.start(&ctx(), req).await
+        }
+    });
+    process.wait_start_called().await;
+    process.exit(0);
+    // Give the exit publisher every chance to overtake.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    process.release_start();
+    starting.await.unwrap().unwrap();
+    h.delete("c1").await.unwrap();
+    assert_eq!(
+        h.events(),
+        vec![
+            topics::TASK_CREATE_EVENT_TOPIC.to_string(),
+            topics::TASK_START_EVENT_TOPIC.to_string(),
+            format!("{} 0", topics::TASK_EXIT_EVENT_TOPIC),
+            topics::TASK_DELETE_EVENT_TOPIC.to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn exec_pause_and_tty_are_refused_with_their_reason() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    let (code, message) = status(
+        h.service
+            .exec(&ctx(), api::ExecProcessRequest::default())
+            .await,
+    );
+    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
+    assert!(message.contains("exec is not supported"), "{message}");
+    let (code, message) = status(h.service.pause(&ctx(), api::PauseRequest::default()).await);
+    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
+    assert!(message.contains("pause is not supported"), "{message}");
+    let start_exec = api::StartRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let (code, message) = status(h.service.start(&ctx(), start_exec).await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    assert!(message.contains("do not support exec"), "{message}");
+
+    let mut tty = h.create_request("c2");
+    tty.terminal = true;
+    let (code, message) = status(h.service.create(&ctx(), tty).await);
+    assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        message.contains("terminal (tty) is not supported"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_last_container() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.create("c2").await.unwrap();
+    h.delete("c1").await.unwrap();
+    h.shutdown().await;
+    assert!(!h.shut_down().await, "shut down with c2 still there");
+    assert_eq!(
+        h.state("c2").await.unwrap().status,
+        api::Status::CREATED.into()
+    );
+    h.delete("c2").await.unwrap();
+    h.shutdown().await;
+    assert!(h.shut_down().await, "still serving with no container left");
+}
+
+#[tokio::test]
+async fn kill_and_wait_report_the_signal_status() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    let kill = api::KillRequest {
+        id: "c1".into(),
+        signal: 15,
+        ..Default::default()
+    };
+    h.service.kill(&ctx(), kill.clone()).await.unwrap();
+    assert_eq!(h.iso.process("c1").signals(), vec![15]);
+    h.iso.process("c1").exit(143);
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let waited = h.service.wait(&ctx(), wait).await.unwrap();
+    assert_eq!(waited.exit_status, 143);
+    let state = h.state("c1").await.unwrap();
+    assert_eq!(state.status, api::Status::STOPPED.into());
+    assert_eq!(state.exit_status, 143);
+    let (code, _) = status(h.service.kill(&ctx(), kill).await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+}

@@ -1,0 +1,449 @@
+//! Isolation cases (issue 7): cgroup limits, OOM, metrics, namespaces, user,
+//! hooks. Each runs for every engine from the CASES table of `containerd.rs`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use wasmshim_integration::{text, NAMESPACE};
+
+use super::{expect_output, host_dir, image, wait_for_status, Env};
+
+/// The worker's pid, as `ctr task ls` reports it.
+fn task_pid(env: &Env, id: &str) -> anyhow::Result<u32> {
+    let out = env.containerd.ctr(&["task", "ls"]);
+    let (stdout, _) = text(&out);
+    stdout
+        .lines()
+        .find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(id)).then(|| cols.next()?.parse().ok())?
+        })
+        .with_context(|| format!("task {id} not in `ctr task ls`: {stdout}"))
+}
+
+/// Starts `ctr run -d` of `args` (after the flags) and waits until it runs.
+fn run_detached(env: &Env, rt: &str, id: &str, args: &[&str]) -> anyhow::Result<u32> {
+    let fifo = env.containerd.fifo_dir();
+    let mut all = vec![
+        "run",
+        "-d",
+        "--fifo-dir",
+        fifo.to_str().unwrap(),
+        "--runtime",
+        rt,
+    ];
+    all.extend(args);
+    let out = env.containerd.ctr(&all);
+    ensure!(out.status.success(), "ctr run -d: {:?}", text(&out));
+    wait_for_status(env, id, "RUNNING", Duration::from_secs(20))?;
+    task_pid(env, id)
+}
+
+/// Kills and removes a detached container.
+fn remove(env: &Env, id: &str) {
+    env.containerd
+        .ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+    let _ = wait_for_status(env, id, "STOPPED", Duration::from_secs(10));
+    env.containerd.ctr(&["task", "rm", id]);
+    env.containerd.ctr(&["container", "rm", id]);
+}
+
+/// The directory of the container's cgroup in the v1 `controller`, or in the
+/// unified hierarchy when that is all there is.
+fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup").join(controller);
+    let base = if v1.is_dir() {
+        v1
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    base.join(NAMESPACE).join(id)
+}
+
+fn read_trimmed(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+pub fn oom_kill_exits_137(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let mut events = env
+        .containerd
+        .ctr_command(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Give `ctr events` time to subscribe.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = env.containerd.run(
+        Some(rt),
+        &[
+            "--memory-limit",
+            "20971520",
+            &image("alloc"),
+            id,
+            "/alloc.wasm",
+            "200",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let events = events.wait_with_output()?;
+    let events = String::from_utf8_lossy(&events.stdout);
+    let (stdout, stderr) = text(&out);
+    ensure!(
+        out.status.code() == Some(137),
+        "allocating past the limit gave {:?}: {stdout:?} {stderr:?}",
+        out.status
+    );
+    ensure!(
+        !stdout.contains("allocated all"),
+        "the module got all its memory: {stdout:?}"
+    );
+    ensure!(
+        events
+            .lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains(id)),
+        "no /tasks/oom event for {id}: {events}"
+    );
+    // The same module within its limit is not killed.
+    let out = env.containerd.run(
+        Some(rt),
+        &[
+            "--memory-limit",
+            "104857600",
+            &image("alloc"),
+            id,
+            "/alloc.wasm",
+            "16",
+        ],
+    );
+    expect_output(&out, &["allocated all 16 MiB"])?;
+    Ok(())
+}
+
+pub fn cgroup_limits_and_metrics(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let pid = run_detached(
+        env,
+        rt,
+        id,
+        &[
+            "--cpus",
+            "0.5",
+            "--memory-limit",
+            "33554432",
+            &image("sleep"),
+            id,
+            "/sleep.wasm",
+            "30",
+        ],
+    )?;
+    let result = (|| {
+        let memory = cgroup_dir("memory", id);
+        let cpu = cgroup_dir("cpu", id);
+        let procs = read_trimmed(&memory.join("cgroup.procs"))?;
+        ensure!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "worker {pid} is not in {}: {procs:?}",
+            memory.display()
+        );
+        if memory.join("memory.limit_in_bytes").exists() {
+            ensure!(read_trimmed(&memory.join("memory.limit_in_bytes"))? == "33554432");
+            ensure!(read_trimmed(&cpu.join("cpu.cfs_quota_us"))? == "50000");
+            ensure!(read_trimmed(&cpu.join("cpu.cfs_period_us"))? == "100000");
+        } else {
+            ensure!(read_trimmed(&memory.join("memory.max"))? == "33554432");
+            ensure!(read_trimmed(&cpu.join("cpu.max"))? == "50000 100000");
+        }
+        let out = env.containerd.ctr(&["task", "metrics", id]);
+        let (stdout, stderr) = text(&out);
+        ensure!(
+            out.status.success(),
+            "ctr task metrics: {stdout:?} {stderr:?}"
+        );
+        let usage = stdout
+            .lines()
+            .find_map(|l| {
+                let mut cols = l.split_whitespace();
+                matches!(cols.next(), Some("memory.usage_in_bytes" | "memory.usage"))
+                    .then(|| cols.next()?.parse::<u64>().ok())?
+            })
+            .with_context(|| format!("no memory usage in ctr task metrics: {stdout}"))?;
+        ensure!(usage > 0, "memory usage is 0: {stdout}");
+        ensure!(
+            stdout.contains("pids.current") && stdout.contains("33554432"),
+            "ctr task metrics lacks pids or the limit: {stdout}"
+        );
+        Ok(())
+    })();
+    remove(env, id);
+    result
+}
+
+fn ns_inode(link: &str) -> Option<u64> {
+    // "net:[4026531840]"
+    link.split('[').nth(1)?.trim_end_matches(']').parse().ok()
+}
+
+pub fn network_namespace(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    // Without --with-ns: a network namespace of its own.
+    let pid = run_detached(env, rt, id, &[&image("sleep"), id, "/sleep.wasm", "30"])?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
+    let ours = std::fs::read_link("/proc/self/ns/net")?;
+    remove(env, id);
+    let theirs = theirs?;
+    ensure!(
+        theirs != ours,
+        "the container shares the host's network namespace {ours:?}"
+    );
+
+    // With --with-ns network:<path>: that namespace.
+    let dir = host_dir(env, id)?;
+    let ns_file = dir.join("netns");
+    std::fs::write(&ns_file, "")?;
+    let made = std::process::Command::new("unshare")
+        .arg(format!("--net={}", ns_file.display()))
+        .arg("true")
+        .status()?;
+    ensure!(made.success(), "unshare --net={}", ns_file.display());
+    let result = (|| {
+        let want = std::fs::metadata(&ns_file)?.ino();
+        let with = format!("network:{}", ns_file.display());
+        let pid = run_detached(
+            env,
+            rt,
+            id,
+            &["--with-ns", &with, &image("sleep"), id, "/sleep.wasm", "30"],
+        )?;
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
+        remove(env, id);
+        let theirs = theirs?;
+        ensure!(
+            ns_inode(&theirs.to_string_lossy()) == Some(want),
+            "the worker is in {theirs:?}, not in the namespace {} (inode {want})",
+            ns_file.display()
+        );
+        Ok(())
+    })();
+    let _ = std::process::Command::new("umount").arg(&ns_file).status();
+    result
+}
+
+/// A whole spec for `ctr run --config` (ctr then adds nothing): `module`
+/// from the test modules in a rootfs of our own, ctr's cgroup path, the
+/// namespaces and capabilities ctr would give; `edit` changes the rest.
+fn write_spec(
+    env: &Env,
+    id: &str,
+    module: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> anyhow::Result<PathBuf> {
+    let dir = env.containerd.dir().join("specs").join(id);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    std::fs::copy(
+        env.containerd.dir().join("modules").join(module),
+        rootfs.join(module),
+    )?;
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let mut argv = vec![format!("/{module}")];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "args": argv,
+            "env": ["PATH=/"],
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": true
+        },
+        "root": {"path": rootfs},
+        "mounts": [],
+        "linux": {
+            "cgroupsPath": format!("/{NAMESPACE}/{id}"),
+            "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
+        }
+    });
+    edit(&mut spec);
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    Ok(path)
+}
+
+/// `ctr run --rm --config <spec> <id>`.
+fn run_spec(env: &Env, rt: &str, id: &str, spec: &Path) -> std::process::Output {
+    env.containerd
+        .run(Some(rt), &["--config", spec.to_str().unwrap(), id])
+}
+
+pub fn user_owns_files(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let dir = host_dir(env, id)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+    // Without CAP_DAC_OVERRIDE and CAP_FOWNER, as Docker runs non-root users.
+    let spec = write_spec(
+        env,
+        id,
+        "files.wasm",
+        &["/data/in.txt", "/data/out.txt"],
+        |s| {
+            s["process"]["user"] =
+                serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]});
+            let caps = serde_json::json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+            s["process"]["capabilities"] =
+                serde_json::json!({"bounding": caps, "effective": caps, "permitted": caps});
+            s["mounts"] = serde_json::json!([{
+                "destination": "/data", "type": "bind", "source": dir, "options": ["rbind", "rw"]
+            }]);
+        },
+    )?;
+    let out = run_spec(env, rt, id, &spec);
+    expect_output(&out, &["content from the host", "wrote /data/out.txt"])?;
+    let meta = std::fs::metadata(dir.join("out.txt"))?;
+    ensure!(
+        (meta.uid(), meta.gid()) == (1000, 1000),
+        "out.txt belongs to {}:{}, not 1000:1000",
+        meta.uid(),
+        meta.gid()
+    );
+
+    // A directory only root may write: the module gets EACCES through WASI.
+    std::fs::remove_file(dir.join("out.txt"))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let out = run_spec(env, rt, id, &spec);
+    let (stdout, stderr) = text(&out);
+    ensure!(
+        out.status.code() == Some(2),
+        "the module was not refused: {:?} {stdout:?} {stderr:?}",
+        out.status
+    );
+    ensure!(
+        stderr.contains("write /data/out.txt: Permission denied"),
+        "the module did not report EACCES: {stderr:?}"
+    );
+    ensure!(
+        !dir.join("out.txt").exists(),
+        "uid 1000 wrote a root-only directory"
+    );
+    Ok(())
+}
+
+/// containerd's default seccomp profile (`ctr run --seccomp`), no_new_privs
+/// and ctr's capability set, as the kernel shows them for the worker.
+pub fn seccomp_caps_nnp(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let pid = run_detached(
+        env,
+        rt,
+        id,
+        &["--seccomp", &image("sleep"), id, "/sleep.wasm", "30"],
+    )?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+    let still_running = still_running(env, id);
+    remove(env, id);
+    let status = status?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    ensure!(field("Seccomp") == "2", "no seccomp filter: {status}");
+    ensure!(field("NoNewPrivs") == "1", "no_new_privs not set: {status}");
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+    // NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP: Docker's well-known mask.
+    ensure!(
+        field("CapBnd") == "00000000a80425fb",
+        "bounding set: {status}"
+    );
+    ensure!(
+        field("CapEff") == "00000000a80425fb",
+        "effective set: {status}"
+    );
+    still_running
+}
+
+/// The module still runs (the filter did not kill it).
+fn still_running(env: &Env, id: &str) -> anyhow::Result<()> {
+    let out = env.containerd.ctr(&["task", "ls"]);
+    let (stdout, _) = text(&out);
+    ensure!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING")),
+        "the module died under seccomp: {stdout}"
+    );
+    Ok(())
+}
+
+pub fn hooks_get_state_and_fail_create(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let dir = host_dir(env, id)?;
+    let state = dir.join("state.json");
+    let spec = write_spec(env, id, "hello.wasm", &[], |s| {
+        s["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", state.display())]}],
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}.prestart", state.display())]}]
+        });
+    })?;
+    let out = run_spec(env, rt, id, &spec);
+    expect_output(&out, &["Hello from WebAssembly"])?;
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&state).context("the createRuntime hook wrote no state")?,
+    )?;
+    ensure!(json["id"] == id, "state id: {json}");
+    ensure!(json["status"] == "creating", "state status: {json}");
+    ensure!(
+        json["pid"].as_u64().is_some_and(|p| p > 0),
+        "state pid: {json}"
+    );
+    ensure!(
+        json["bundle"].as_str().is_some_and(|b| b.ends_with(id)),
+        "state bundle: {json}"
+    );
+    ensure!(
+        dir.join("state.json.prestart").exists(),
+        "the prestart hook did not run"
+    );
+
+    let spec = write_spec(env, id, "hello.wasm", &[], |s| {
+        s["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo 'hook says no' >&2; exit 1"]}]
+        });
+    })?;
+    let started = Instant::now();
+    let out = run_spec(env, rt, id, &spec);
+    let (stdout, stderr) = text(&out);
+    ensure!(!out.status.success(), "ctr run succeeded: {stdout:?}");
+    ensure!(
+        stderr.contains("createRuntime hook /bin/sh") && stderr.contains("hook says no"),
+        "ctr's error does not carry the hook's message: {stderr:?}"
+    );
+    ensure!(
+        !stdout.contains("Hello"),
+        "the module ran although a hook failed"
+    );
+    ensure!(started.elapsed() < Duration::from_secs(20));
+    // `ctr run` leaves the container record when the task fails to create.
+    env.containerd.ctr(&["container", "rm", id]);
+    Ok(())
+}
