@@ -127,7 +127,12 @@ fn cache() -> (tempfile::TempDir, ModuleCache) {
 fn run_cached(engine: &dyn Engine, cache: &ModuleCache) -> bool {
     let wasm = wat::parse_str(EXIT_7).unwrap();
     let prepared = engine.prepare(&wasm, &spec("_start"), Some(cache));
-    assert_eq!(prepared.unwrap().run(), Outcome::Exited(7), "{}", engine.name());
+    assert_eq!(
+        prepared.unwrap().run(),
+        Outcome::Exited(7),
+        "{}",
+        engine.name()
+    );
     !cache.entries().unwrap().is_empty()
 }
 

@@ -266,12 +266,17 @@ mod tests {
         assert_eq!(state["annotations"]["a"], "b");
 
         let err = run(HookKind::Prestart, &h, &context).await.unwrap_err();
-        assert!(err.to_string().contains("prestart hook /bin/sh"), "{err}");
-        assert!(err.to_string().contains("no network for you"), "{err}");
+        let message = err.message();
+        assert!(message.contains("prestart hook /bin/sh"), "{message}");
+        assert!(message.contains("no network for you"), "{message}");
 
         let started = std::time::Instant::now();
         let err = run(HookKind::Poststop, &h, &context).await.unwrap_err();
-        assert!(err.to_string().contains("timed out after 1 s"), "{err}");
+        assert!(
+            err.message().contains("timed out after 1 s"),
+            "{}",
+            err.message()
+        );
         assert!(started.elapsed() < Duration::from_secs(4));
     }
 }
