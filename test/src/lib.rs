@@ -294,16 +294,19 @@ impl Containerd {
     /// Stops containerd, kills any shim or worker it left, unmounts whatever
     /// is mounted under its directory and removes the directory. Idempotent.
     pub fn stop(&self) {
-        let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(None) = daemon.try_wait() {
-            // SIGTERM first so containerd shuts down cleanly; SIGKILL if it lingers.
-            let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
+        {
+            let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(None) = daemon.try_wait() {
+                // SIGTERM first so containerd shuts down cleanly; SIGKILL if it lingers.
+                let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = daemon.kill();
+                let _ = daemon.wait();
             }
-            let _ = daemon.kill();
-            let _ = daemon.wait();
+            // The guard goes here: processes() locks the daemon too.
         }
         for pid in self.processes() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
