@@ -21,13 +21,7 @@ mod cache;
 mod isolation;
 
 /// Cases an engine is known not to pass yet: (engine, case).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    // After a shim is SIGKILLed, its `delete` command unmounts the rootfs but
-    // does not yet remove the container's cgroup (added with isolation): the
-    // cgroup dirs are left behind. To fix in `instance::cleanup_bundle`.
-    ("wasmtime", "delete_after_shim_crash"),
-    ("wasmedge", "delete_after_shim_crash"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// Shared by every case: one containerd, images imported once.
 struct Env {
@@ -89,6 +83,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "hooks_get_state_and_fail_create",
         isolation::hooks_get_state_and_fail_create,
+    ),
+    (
+        "docker_spec_runs_a_module",
+        isolation::docker_spec_runs_a_module,
     ),
 ];
 
@@ -699,10 +697,11 @@ fn sigterm_during_host_sleep(env: &Env, rt: &str, id: &str) -> anyhow::Result<()
     kill_running(env, rt, id, &[&image("sleep"), id], "SIGTERM", 143)
 }
 
-/// `ctr run -d` of the sleep module as container `id`, with `extra` flags.
-fn run_sleeper(env: &Env, rt: &str, id: &str, extra: &[&str]) -> anyhow::Result<()> {
+/// `ctr run -d --runtime rt` of `args` (flags, then image and id, or `--config`
+/// and id), waits until container `id` runs and returns its worker's pid.
+fn run_detached(env: &Env, rt: &str, id: &str, args: &[&str]) -> anyhow::Result<u32> {
     let fifo = env.containerd.fifo_dir();
-    let mut args = vec![
+    let mut all = vec![
         "run",
         "-d",
         "--fifo-dir",
@@ -710,12 +709,19 @@ fn run_sleeper(env: &Env, rt: &str, id: &str, extra: &[&str]) -> anyhow::Result<
         "--runtime",
         rt,
     ];
-    args.extend(extra);
-    let sleep = image("sleep");
-    args.extend([sleep.as_str(), id, "/sleep.wasm", "600"]);
-    let out = env.containerd.ctr(&args);
+    all.extend(args);
+    let out = env.containerd.ctr(&all);
     ensure!(out.status.success(), "ctr run -d {id}: {:?}", text(&out));
-    wait_for_status(env, id, "RUNNING", Duration::from_secs(20))
+    wait_for_status(env, id, "RUNNING", Duration::from_secs(20))?;
+    task_pid(env, id)
+}
+
+/// `ctr run -d` of the sleep module as container `id`, with `extra` flags.
+fn run_sleeper(env: &Env, rt: &str, id: &str, extra: &[&str]) -> anyhow::Result<u32> {
+    let sleep = image("sleep");
+    let mut args = extra.to_vec();
+    args.extend([sleep.as_str(), id, "/sleep.wasm", "600"]);
+    run_detached(env, rt, id, &args)
 }
 
 /// Kills, waits for and removes container `id` (best effort, for cleanup).
@@ -793,8 +799,7 @@ fn pod_containers_share_one_shim(env: &Env, rt: &str, id: &str) -> anyhow::Resul
 
 fn delete_after_shim_crash(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let result = (|| {
-        run_sleeper(env, rt, id, &[])?;
-        let worker = task_pid(env, id)?;
+        let worker = run_sleeper(env, rt, id, &[])?;
         let shim = parent_of(worker)?;
         ensure!(
             wasmshim_integration::cmdline(shim).contains("containerd-shim-"),

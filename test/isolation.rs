@@ -9,47 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use wasmshim_integration::{text, NAMESPACE};
 
-use super::{expect_output, host_dir, image, wait_for_status, Env};
-
-/// The worker's pid, as `ctr task ls` reports it.
-fn task_pid(env: &Env, id: &str) -> anyhow::Result<u32> {
-    let out = env.containerd.ctr(&["task", "ls"]);
-    let (stdout, _) = text(&out);
-    stdout
-        .lines()
-        .find_map(|l| {
-            let mut cols = l.split_whitespace();
-            (cols.next() == Some(id)).then(|| cols.next()?.parse().ok())?
-        })
-        .with_context(|| format!("task {id} not in `ctr task ls`: {stdout}"))
-}
-
-/// Starts `ctr run -d` of `args` (after the flags) and waits until it runs.
-fn run_detached(env: &Env, rt: &str, id: &str, args: &[&str]) -> anyhow::Result<u32> {
-    let fifo = env.containerd.fifo_dir();
-    let mut all = vec![
-        "run",
-        "-d",
-        "--fifo-dir",
-        fifo.to_str().unwrap(),
-        "--runtime",
-        rt,
-    ];
-    all.extend(args);
-    let out = env.containerd.ctr(&all);
-    ensure!(out.status.success(), "ctr run -d: {:?}", text(&out));
-    wait_for_status(env, id, "RUNNING", Duration::from_secs(20))?;
-    task_pid(env, id)
-}
-
-/// Kills and removes a detached container.
-fn remove(env: &Env, id: &str) {
-    env.containerd
-        .ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-    let _ = wait_for_status(env, id, "STOPPED", Duration::from_secs(10));
-    env.containerd.ctr(&["task", "rm", id]);
-    env.containerd.ctr(&["container", "rm", id]);
-}
+use super::{expect_output, host_dir, image, remove, run_detached, wait_for_status, Env};
 
 /// The directory of the container's cgroup in the v1 `controller`, or in the
 /// unified hierarchy when that is all there is.
@@ -446,4 +406,127 @@ pub fn hooks_get_state_and_fail_create(env: &Env, rt: &str, id: &str) -> anyhow:
     // `ctr run` leaves the container record when the task fails to create.
     env.containerd.ctr(&["container", "rm", id]);
     Ok(())
+}
+
+/// The spec Debian's Docker 20.10 wrote for `docker run --network none` of a
+/// busybox image (captured with a runc wrapper that copied `config.json`):
+/// its seccomp profile, capabilities, namespaces, sysctls, masked paths and
+/// its `libnetwork-setkey` prestart hook.
+const DOCKER_SPEC: &str = include_str!("fixtures/docker-20.10-config.json");
+
+pub fn docker_spec_runs_a_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let dir = env.containerd.dir().join("specs").join(id);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    std::fs::copy(
+        env.containerd.dir().join("modules").join("sleep.wasm"),
+        rootfs.join("sleep.wasm"),
+    )?;
+    let mut spec: serde_json::Value = serde_json::from_str(DOCKER_SPEC)?;
+    let hostname = spec["hostname"]
+        .as_str()
+        .context("no hostname")?
+        .to_string();
+    let docker_id = spec["linux"]["cgroupsPath"]
+        .as_str()
+        .and_then(|p| p.strip_prefix("/docker/"))
+        .context("no /docker/<id> cgroupsPath")?
+        .to_string();
+    // Only what names the capturing host changes: the rootfs, the command,
+    // the files Docker bind-mounted, the cgroup (below ours, so the leftover
+    // check sees it) and the hook binary (dockerd's /proc/PID/exe).
+    spec["root"]["path"] = serde_json::json!(rootfs);
+    spec["process"]["args"] = serde_json::json!(["/sleep.wasm", "600"]);
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NAMESPACE}/{id}"));
+    for mount in spec["mounts"].as_array_mut().context("no mounts")? {
+        if mount["type"] == "bind" {
+            let source = PathBuf::from(mount["source"].as_str().unwrap_or_default());
+            let copy = dir.join(source.file_name().context("bind source")?);
+            std::fs::write(&copy, "")?;
+            mount["source"] = serde_json::json!(copy);
+        }
+    }
+    let recorder = dir.join("setkey-hook");
+    let (args_file, state_file) = (dir.join("hook-args"), dir.join("hook-state"));
+    std::fs::write(
+        &recorder,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\ncat > {}\n",
+            args_file.display(),
+            state_file.display()
+        ),
+    )?;
+    std::fs::set_permissions(&recorder, std::fs::Permissions::from_mode(0o755))?;
+    spec["hooks"]["prestart"][0]["path"] = serde_json::json!(recorder);
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+
+    let pid = run_detached(env, rt, id, &["--config", path.to_str().unwrap(), id])?;
+    let checked = (|| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        ensure!(
+            field("Seccomp") == "2",
+            "Docker's seccomp profile is not loaded: {status}"
+        );
+        ensure!(
+            field("CapEff") == "00000000a80425fb",
+            "not Docker's capabilities: {status}"
+        );
+        for ns in ["net", "ipc", "uts", "mnt"] {
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"))?;
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))?;
+            ensure!(
+                ours != theirs,
+                "the container shares the host's {ns} namespace"
+            );
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        ensure!(
+            cgroup.contains(&format!("/{NAMESPACE}/{id}")),
+            "the worker is not in its cgroup: {cgroup}"
+        );
+        let inside = |flag: &str, cmd: &[&str]| -> anyhow::Result<String> {
+            let out = std::process::Command::new("nsenter")
+                .args(["--target", &pid.to_string(), flag])
+                .args(cmd)
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "nsenter {flag} {cmd:?}: {:?}",
+                text(&out)
+            );
+            Ok(text(&out).0.trim().to_string())
+        };
+        ensure!(
+            inside("--uts", &["hostname"])? == hostname,
+            "hostname not set"
+        );
+        let port_start = inside(
+            "--net",
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        )?;
+        ensure!(port_start == "0", "sysctl not applied: {port_start}");
+        let args = std::fs::read_to_string(&args_file).context("the prestart hook did not run")?;
+        ensure!(
+            args.contains("-exec-root=") && args.contains(&docker_id),
+            "the hook lost its arguments: {args}"
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file)?)?;
+        ensure!(
+            state["id"] == id && state["pid"] == pid,
+            "hook state: {state}"
+        );
+        still_running(env, id)
+    })();
+    remove(env, id);
+    checked
 }

@@ -69,7 +69,7 @@ impl Shim for ShimMain {
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // The server of this container died. Its worker died with it
         // (PR_SET_PDEATHSIG); what it set up for the container must not outlive it.
-        if let Err(e) = instance::cleanup_bundle(&self.bundle) {
+        if let Err(e) = instance::cleanup_bundle(&self.id, &self.bundle).await {
             log::error!("container {}: {}", self.id, e.message());
         }
         Ok(DeleteResponse {

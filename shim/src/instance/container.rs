@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::oci;
 use crate::sys::{
-    rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest, StdioPaths,
+    enclosure, rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest,
+    StdioPaths,
 };
 
 /// Where a container is in its life.
@@ -134,9 +135,15 @@ impl Launcher {
     }
 }
 
-/// Cleans up after a shim that died: what it mounted for the bundle must not outlive it.
-pub fn cleanup_bundle(bundle: &Path) -> Result<()> {
-    rootfs::unmount(&bundle.join("rootfs"))
+/// Cleans up after the shim of container `id` died: what it set up for the
+/// bundle (the rootfs mount, the process's surroundings) must not outlive it.
+pub async fn cleanup_bundle(id: &str, bundle: &Path) -> Result<()> {
+    let released = match oci::load_spec(bundle) {
+        Ok(spec) => enclosure::release_orphan(id, bundle, &spec).await,
+        Err(e) => Err(e),
+    };
+    rootfs::unmount(&bundle.join("rootfs"))?;
+    released
 }
 
 enum State {

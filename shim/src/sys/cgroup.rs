@@ -47,38 +47,7 @@ impl Cgroup {
     /// Creates the cgroup of `plan`, moves process `pid` into it and applies the
     /// limits. On failure nothing is left: the cgroup is removed again.
     pub fn join(plan: &CgroupPlan, id: &str, pid: u32) -> Result<Cgroup> {
-        let setup = common::get_cgroup_setup()
-            .map_err(|e| Error::internal("detecting the cgroup hierarchy", e))?;
-        let unified = matches!(setup, CgroupSetup::Unified);
-        let fs_path = plan.path.fs_path();
-        let (cgroup_path, systemd_cgroup, name) = match (&plan.path, unified) {
-            (
-                CgroupsPath::Systemd {
-                    slice,
-                    prefix,
-                    name,
-                },
-                true,
-            ) => (
-                PathBuf::from(format!("{slice}:{prefix}:{name}")),
-                true,
-                format!("{slice}:{prefix}:{name}"),
-            ),
-            _ => (fs_path.clone(), false, fs_path.display().to_string()),
-        };
-        let manager = common::create_cgroup_manager(CgroupConfig {
-            cgroup_path,
-            systemd_cgroup,
-            container_name: id.to_string(),
-        })
-        .map_err(|e| Error::internal(format!("cgroup {name}"), e))?;
-        let memory_dir = memory_dir(unified, &fs_path);
-        let cgroup = Cgroup {
-            manager,
-            memory_dir,
-            unified,
-            name,
-        };
+        let cgroup = Cgroup::open(plan, id)?;
         let resources = &plan.resources;
         let options = ControllerOpt {
             resources,
@@ -116,6 +85,43 @@ impl Cgroup {
                 Err(e)
             }
         }
+    }
+
+    /// The cgroup of `plan`, as it is: nothing is created or moved. Used to
+    /// remove what a container left when its shim died.
+    pub fn open(plan: &CgroupPlan, id: &str) -> Result<Cgroup> {
+        let setup = common::get_cgroup_setup()
+            .map_err(|e| Error::internal("detecting the cgroup hierarchy", e))?;
+        let unified = matches!(setup, CgroupSetup::Unified);
+        let fs_path = plan.path.fs_path();
+        let (cgroup_path, systemd_cgroup, name) = match (&plan.path, unified) {
+            (
+                CgroupsPath::Systemd {
+                    slice,
+                    prefix,
+                    name,
+                },
+                true,
+            ) => (
+                PathBuf::from(format!("{slice}:{prefix}:{name}")),
+                true,
+                format!("{slice}:{prefix}:{name}"),
+            ),
+            _ => (fs_path.clone(), false, fs_path.display().to_string()),
+        };
+        let manager = common::create_cgroup_manager(CgroupConfig {
+            cgroup_path,
+            systemd_cgroup,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| Error::internal(format!("cgroup {name}"), e))?;
+        let memory_dir = memory_dir(unified, &fs_path);
+        Ok(Cgroup {
+            manager,
+            memory_dir,
+            unified,
+            name,
+        })
     }
 
     /// The cgroup's name, for messages.

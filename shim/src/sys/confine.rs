@@ -1,4 +1,4 @@
-//! Confinement the worker applies to itself: namespaces, hostname, rlimits,
+//! Confinement the worker applies to itself: namespaces, hostname, sysctls, rlimits,
 //! user and groups, capabilities, no_new_privs and seccomp.
 //!
 //! Runs in the worker process, in two steps (see `docs/process-model.md`):
@@ -73,6 +73,12 @@ pub fn enter_namespaces(plan: &Confinement) -> anyhow::Result<()> {
     if let Some(hostname) = &plan.hostname {
         nix::unistd::sethostname(hostname)
             .with_context(|| format!("setting hostname {hostname}"))?;
+    }
+    // /proc/sys shows the namespaces of the process that writes it: ours now.
+    for (key, value) in &plan.sysctl {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value)
+            .with_context(|| format!("setting sysctl {key} to {value:?}"))?;
     }
     Ok(())
 }

@@ -36,6 +36,19 @@ impl Enclosure {
         })
     }
 
+    /// The enclosure of a container whose shim died before Delete, found
+    /// again from its plan, for [`Enclosure::delete`].
+    pub fn reopen(id: &str, bundle: &Path, plan: Plan) -> Result<Self> {
+        let cgroup = Cgroup::open(&plan.cgroup, id)?;
+        Ok(Enclosure {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            plan,
+            pid: 0,
+            cgroup,
+        })
+    }
+
     /// The plan this container was created with.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -106,4 +119,13 @@ impl Enclosure {
         self.remove();
         hooks::run_logged(HookKind::Poststop, &self.plan.hooks, &self.context(0)).await;
     }
+}
+
+/// Releases what surrounds container `id` when its shim died before Delete:
+/// removes its cgroup (killing anything left in it) and runs its `poststop`
+/// hooks, as runc's `delete --force` does.
+pub async fn release_orphan(id: &str, bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let plan = Plan::from_spec(spec, id)?;
+    Enclosure::reopen(id, bundle, plan)?.delete().await;
+    Ok(())
 }

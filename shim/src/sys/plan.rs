@@ -141,6 +141,9 @@ pub struct Confinement {
     pub namespaces: Vec<NamespacePlan>,
     /// `hostname`, set in the new UTS namespace.
     pub hostname: Option<String>,
+    /// `linux.sysctl`, each checked to belong to a namespace of the container,
+    /// written to `/proc/sys` once the namespaces are entered.
+    pub sysctl: Vec<(String, String)>,
     /// `process.user`: `None` keeps root.
     pub user: Option<UserPlan>,
     /// `process.rlimits` as (resource, soft, hard).
@@ -282,6 +285,8 @@ impl Plan {
             ));
         }
 
+        let sysctl = check_sysctl(linux.sysctl().clone().unwrap_or_default(), &namespaces)?;
+
         let process = spec.process().clone().unwrap_or_default();
         let user = process.user();
         let user = UserPlan {
@@ -346,6 +351,7 @@ impl Plan {
             confine: Confinement {
                 namespaces,
                 hostname,
+                sysctl,
                 user: Some(user),
                 rlimits,
                 capabilities: process.capabilities().clone(),
@@ -367,6 +373,63 @@ impl Plan {
             );
         }
     }
+}
+
+/// IPC sysctls that are per IPC namespace (besides `fs.mqueue.*`), as runc lists them.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Checks `linux.sysctl` as runc does: each key must be a sysctl of a
+/// namespace the container has (IPC, network, UTS), never a host-wide one.
+fn check_sysctl(
+    sysctl: HashMap<String, String>,
+    namespaces: &[NamespacePlan],
+) -> Result<Vec<(String, String)>> {
+    let has = |kind| namespaces.iter().any(|n| n.kind == kind);
+    let mut out: Vec<(String, String)> = sysctl.into_iter().collect();
+    out.sort();
+    for (key, _) in &out {
+        let needs = if IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            Some((NamespaceKind::Ipc, "IPC"))
+        } else if key.starts_with("net.") {
+            Some((NamespaceKind::Network, "network"))
+        } else if key == "kernel.domainname" {
+            Some((NamespaceKind::Uts, "UTS"))
+        } else {
+            None
+        };
+        let bad_name = key.is_empty()
+            || key
+                .split('.')
+                .any(|part| part.is_empty() || part == ".." || part.contains('/'));
+        match needs {
+            _ if bad_name => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.sysctl: '{key}' is not a sysctl name"
+                )))
+            }
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.sysctl: {key} is not namespaced: setting it would change the host"
+                )))
+            }
+            Some((kind, name)) if !has(kind) => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.sysctl: {key} belongs to the {name} namespace, and linux.namespaces has none"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Fields of the spec that are set and that nothing in the shim honours.
@@ -439,11 +502,6 @@ fn unhonoured(spec: &Spec) -> Vec<String> {
                 .as_ref()
                 .is_some_and(|d| !d.is_empty()),
             "linux.readonlyPaths",
-            &mut out,
-        );
-        set(
-            linux.sysctl().as_ref().is_some_and(|d| !d.is_empty()),
-            "linux.sysctl",
             &mut out,
         );
         set(
@@ -544,6 +602,61 @@ mod tests {
             CgroupsPath::parse(":p:n", "n").unwrap().fs_path(),
             PathBuf::from("/p-n.scope")
         );
+    }
+
+    #[test]
+    fn sysctls_must_belong_to_the_containers_namespaces() {
+        let with = |sysctl: serde_json::Value, namespaces: serde_json::Value| {
+            Plan::from_spec(
+                &spec(serde_json::json!({
+                    "ociVersion": "1.0.2",
+                    "root": {"path": "rootfs"},
+                    "linux": {"sysctl": sysctl, "namespaces": namespaces}
+                })),
+                "c",
+            )
+        };
+        // Docker's two defaults, in a new network namespace: kept, in key order.
+        let plan = with(
+            serde_json::json!({"net.ipv4.ping_group_range": "0 2147483647",
+                               "net.ipv4.ip_unprivileged_port_start": "0"}),
+            serde_json::json!([{"type": "network"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.confine.sysctl,
+            vec![
+                ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
+                ("net.ipv4.ping_group_range".into(), "0 2147483647".into())
+            ]
+        );
+        assert!(!plan.unsupported.iter().any(|u| u.contains("sysctl")));
+        for (sysctl, namespaces, says) in [
+            (
+                serde_json::json!({"net.ipv4.ip_forward": "1"}),
+                serde_json::json!([]),
+                "belongs to the network namespace",
+            ),
+            (
+                serde_json::json!({"kernel.shmmax": "1"}),
+                serde_json::json!([{"type": "network"}]),
+                "belongs to the IPC namespace",
+            ),
+            (
+                serde_json::json!({"vm.swappiness": "0"}),
+                serde_json::json!([{"type": "network"}]),
+                "not namespaced",
+            ),
+            (
+                serde_json::json!({"net..ipv4/../../x": "0"}),
+                serde_json::json!([{"type": "network"}]),
+                "not a sysctl name",
+            ),
+        ] {
+            let err = with(sysctl.clone(), namespaces).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{sysctl}");
+            assert!(err.to_string().contains(says), "{sysctl}: {err}");
+        }
     }
 
     #[test]
