@@ -8,8 +8,16 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
-    for git in [".git/HEAD", ".git/index"] {
-        if root.join(git).exists() {
+    // The revision changes with HEAD or with the ref HEAD points to (not with
+    // the index, which `git status` rewrites: that would rebuild on every call).
+    let mut watched = vec![".git/HEAD".to_string(), ".git/packed-refs".to_string()];
+    if let Ok(head) = std::fs::read_to_string(root.join(".git/HEAD")) {
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
+            watched.push(format!(".git/{reference}"));
+        }
+    }
+    for git in watched {
+        if root.join(&git).exists() {
             println!("cargo:rerun-if-changed={}", root.join(git).display());
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use wasmshim_integration::{text, NAMESPACE};
 
-use super::{expect_output, host_dir, image, remove, run_detached, wait_for_status, Env};
+use super::{expect_output, host_dir, image, remove, run_detached, Env};
 
 /// The directory of the container's cgroup in the v1 `controller`, or in the
 /// unified hierarchy when that is all there is.

@@ -85,17 +85,28 @@ pub fn shim_binary(engine: &str) -> PathBuf {
 fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let built = std::fs::metadata(bin)?.modified()?;
-    let sources = [
-        root.join("shim"),
-        root.join(format!("cmd/containerd-shim-{engine}-v1")),
-        root.join("Cargo.lock"),
-        root.join("engines.txt"),
-    ];
-    for source in sources.iter().flat_map(|s| {
-        let mut files = walk(s);
-        files.push(s.clone());
-        files
-    }) {
+    // cargo's dep-info file names exactly the sources the binary was built
+    // from (not, say, another engine's module); without it, every source.
+    let files = match dep_info(bin) {
+        Some(mut files) => {
+            files.push(root.join("Cargo.lock"));
+            files
+        }
+        None => [
+            root.join("shim"),
+            root.join(format!("cmd/containerd-shim-{engine}-v1")),
+            root.join("Cargo.lock"),
+            root.join("engines.txt"),
+        ]
+        .iter()
+        .flat_map(|s| {
+            let mut files = walk(s);
+            files.push(s.clone());
+            files
+        })
+        .collect(),
+    };
+    for source in files {
         let Ok(meta) = std::fs::metadata(&source) else {
             continue;
         };
@@ -108,6 +119,26 @@ fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sources cargo recorded for `bin` in `<bin>.d` (`bin: src1 src2 …`,
+/// spaces in names escaped with a backslash).
+fn dep_info(bin: &Path) -> Option<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(bin.with_extension("d")).ok()?;
+    let (_, deps) = text.lines().next()?.split_once(": ")?;
+    let mut files = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => files
+                .extend((!current.is_empty()).then(|| PathBuf::from(std::mem::take(&mut current)))),
+            c => current.push(c),
+        }
+    }
+    files.extend((!current.is_empty()).then(|| PathBuf::from(current)));
+    (!files.is_empty()).then_some(files)
 }
 
 /// The runtime name of `engine`'s shim.

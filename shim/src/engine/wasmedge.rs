@@ -167,7 +167,11 @@ impl Engine for WasmEdgeEngine {
                     dir.guest
                 );
             }
-            let host = dir.host.to_string_lossy();
+            // WasmEdge opens a preopen with O_NOFOLLOW: through "/." a host path
+            // that is a symlink to a directory (such as the `/proc/self/fd/N` of
+            // `sys::confine::open_preopens`) is followed, as runc follows it.
+            let host = dir.host.join(".");
+            let host = host.to_string_lossy();
             if host.contains(':') || dir.guest.contains(':') {
                 bail!(
                     "cannot mount {host} at {}: WasmEdge cannot preopen paths containing ':'",
@@ -177,12 +181,18 @@ impl Engine for WasmEdgeEngine {
             let mode = if dir.readonly { ":readonly" } else { "" };
             preopens.push(format!("{}:{host}{mode}", dir.guest));
         }
-        let env = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Bound now, while the worker may still open what the container's user
+        // could not reach (see `sys::confine::open_preopens`).
+        let wasi = WasiModule::create(
+            Some(spec.args.iter().map(String::as_str).collect()),
+            Some(env.iter().map(String::as_str).collect()),
+            Some(preopens.iter().map(String::as_str).collect()),
+        )
+        .map_err(|e| anyhow::anyhow!("creating the WASI module: {e}"))?;
         Ok(Box::new(PreparedWasmEdge {
             module,
-            args: spec.args.clone(),
-            env,
-            preopens,
+            wasi,
             entry: spec.entry.clone(),
         }))
     }
@@ -214,12 +224,10 @@ fn load_plugins(spec: &RunSpec) {
     }
 }
 
-/// A loaded (and, where possible, AOT-compiled) module with its WASI settings.
+/// A loaded (and, where possible, AOT-compiled) module with its WASI module.
 struct PreparedWasmEdge {
     module: Module,
-    args: Vec<String>,
-    env: Vec<String>,
-    preopens: Vec<String>,
+    wasi: WasiModule,
     entry: String,
 }
 
@@ -234,11 +242,7 @@ impl PreparedModule for PreparedWasmEdge {
 
 impl PreparedWasmEdge {
     fn run_entry(self) -> anyhow::Result<Outcome> {
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let env: Vec<&str> = self.env.iter().map(String::as_str).collect();
-        let preopens: Vec<&str> = self.preopens.iter().map(String::as_str).collect();
-        let mut wasi = WasiModule::create(Some(args), Some(env), Some(preopens))
-            .map_err(|e| anyhow::anyhow!("creating the WASI module: {e}"))?;
+        let mut wasi = self.wasi;
         let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();
         instances.insert(wasi.name().to_string(), wasi.as_mut());
         let config = engine_config()?;
