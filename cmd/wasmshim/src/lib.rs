@@ -1,4 +1,5 @@
 //! Library side of the `wasmshim` command line, shared with the integration tests.
 
 pub mod cache;
+pub mod doctor;
 pub mod image;

@@ -6,9 +6,10 @@
 //! - `wasmshim run`: run a module here, the way the shim's worker runs it.
 //! - `wasmshim precompile`: compile a module into the shims' module cache.
 //! - `wasmshim cache ls|prune`: show or empty that cache.
+//! - `wasmshim doctor`: check this node for what the shims need, with fixes.
 
 use wasmshim_cli::cache::{self, CacheArgs};
-use wasmshim_cli::image;
+use wasmshim_cli::{doctor, image};
 
 use std::path::PathBuf;
 
@@ -69,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Check this node for what the shims need, and print how to fix each problem.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(Subcommand)]
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
+        Command::Doctor(args) => std::process::exit(doctor::run(&args)),
         Command::Run {
             module,
             entry,
