@@ -19,6 +19,7 @@ use wasmshim_integration::{
 #[path = "cache.rs"]
 mod cache;
 mod isolation;
+mod linux;
 
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
@@ -49,7 +50,13 @@ const CASES: &[(&str, Case)] = &[
     ("detached_then_attach", detached_then_attach),
     ("twenty_in_parallel", twenty_in_parallel),
     ("runc_beside_wasm", runc_beside_wasm),
-    ("error_not_wasm", error_not_wasm),
+    (
+        "linux_echo_and_exit_codes",
+        linux::busybox_echo_and_exit_codes,
+    ),
+    ("linux_signals", linux::busybox_signals),
+    ("linux_metrics", linux::busybox_metrics),
+    ("linux_missing_program", linux::missing_program_is_named),
     ("error_missing_module", error_missing_module),
     ("error_missing_function", error_missing_function),
     ("error_corrupt_module", error_corrupt_module),
@@ -588,13 +595,6 @@ fn runc_beside_wasm(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn error_not_wasm(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
-    let out = env
-        .containerd
-        .run(Some(rt), &[&image("busybox"), id, "/bin/busybox", "true"]);
-    expect_error(&out, "entrypoint /bin/busybox is not a WebAssembly module")
-}
-
 fn error_missing_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let out = env
         .containerd
@@ -847,9 +847,9 @@ fn refusals_name_their_reason(env: &Env, rt: &str, id: &str) -> anyhow::Result<(
         let exec = env
             .containerd
             .ctr(&["task", "exec", "--exec-id", "e1", id, "/sleep.wasm", "1"]);
-        expect_error(&exec, "exec is not supported for WebAssembly containers")?;
+        expect_error(&exec, "exec is not supported by this shim")?;
         let pause = env.containerd.ctr(&["task", "pause", id]);
-        expect_error(&pause, "pause is not supported for WebAssembly containers")?;
+        expect_error(&pause, "pause is not supported by this shim")?;
         wait_for_status(env, id, "RUNNING", Duration::from_secs(1))
     })();
     remove(env, id);

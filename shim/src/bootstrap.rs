@@ -13,8 +13,9 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, StartOpts};
 
-use crate::instance::{self, Launcher};
+use crate::instance::Launcher;
 use crate::sys::process::ProcessIsolation;
+use crate::sys::runc::RuncIsolation;
 use crate::task::events::{timestamp, ContainerdEvents};
 use crate::task::service::TaskService;
 use crate::{exit, oci};
@@ -34,6 +35,15 @@ pub struct ShimMain {
     id: String,
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
+}
+
+impl ShimMain {
+    /// The composition of the lifecycle: Wasm containers in workers of this
+    /// binary, Linux containers through runc.
+    fn launcher(&self) -> Launcher {
+        let wasm = ProcessIsolation::current_exe().expect("the shim binary has a path");
+        Launcher::new(Arc::new(wasm)).with_linux(Arc::new(RuncIsolation::new(&self.namespace)))
+    }
 }
 
 #[async_trait]
@@ -69,7 +79,7 @@ impl Shim for ShimMain {
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // The server of this container died. Its worker died with it
         // (PR_SET_PDEATHSIG); what it set up for the container must not outlive it.
-        if let Err(e) = instance::cleanup_bundle(&self.id, &self.bundle).await {
+        if let Err(e) = self.launcher().cleanup(&self.id, &self.bundle).await {
             log::error!("container {}: {}", self.id, e.message());
         }
         Ok(DeleteResponse {
@@ -84,9 +94,8 @@ impl Shim for ShimMain {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let isolation = ProcessIsolation::current_exe().expect("the shim binary has a path");
         TaskService::new(
-            Launcher::new(Arc::new(isolation)),
+            self.launcher(),
             Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
             self.exit.clone(),
         )

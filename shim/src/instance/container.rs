@@ -12,8 +12,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::oci;
 use crate::sys::{
-    enclosure, rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest,
-    StdioPaths,
+    rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest, StdioPaths,
 };
 
 /// Where a container is in its life.
@@ -57,16 +56,57 @@ pub struct CreateRequest {
     pub terminal: bool,
 }
 
-/// Creates containers, each in a process of one [`Isolation`].
+/// Creates containers: Wasm containers in a process of one [`Isolation`],
+/// Linux containers in another (if there is one).
 #[derive(Clone)]
 pub struct Launcher {
     isolation: Arc<dyn Isolation>,
+    linux: Option<Arc<dyn Isolation>>,
 }
 
 impl Launcher {
     /// A launcher whose containers run with `isolation`.
     pub fn new(isolation: Arc<dyn Isolation>) -> Self {
-        Launcher { isolation }
+        Launcher {
+            isolation,
+            linux: None,
+        }
+    }
+
+    /// Runs containers whose entrypoint is a Linux program with `linux`.
+    pub fn with_linux(mut self, linux: Arc<dyn Isolation>) -> Self {
+        self.linux = Some(linux);
+        self
+    }
+
+    /// Cleans up after the shim of container `id` died: what it set up for
+    /// the bundle (the process's surroundings, the rootfs mount) must not
+    /// outlive it.
+    pub async fn cleanup(&self, id: &str, bundle: &Path) -> Result<()> {
+        let released = match oci::load_spec(bundle) {
+            Ok(spec) => {
+                let isolation = match (oci::runs_wasm(&spec, bundle), &self.linux) {
+                    (false, Some(linux)) => linux,
+                    _ => &self.isolation,
+                };
+                isolation.release_orphan(id, bundle, &spec).await
+            }
+            Err(e) => Err(e),
+        };
+        rootfs::unmount(&bundle.join("rootfs"))?;
+        released
+    }
+
+    /// The isolation for what `bundle` runs.
+    fn isolation_for(&self, bundle: &oci::Bundle) -> Result<&Arc<dyn Isolation>> {
+        match (&bundle.workload, &self.linux) {
+            (oci::Workload::Wasm(_), _) => Ok(&self.isolation),
+            (oci::Workload::Linux, Some(linux)) => Ok(linux),
+            (oci::Workload::Linux, None) => Err(Error::InvalidArgument(
+                "the entrypoint is not a WebAssembly module, and this shim runs no Linux containers"
+                    .into(),
+            )),
+        }
     }
 
     /// Creates a container: mounts its rootfs, reads its bundle and creates
@@ -92,17 +132,20 @@ impl Launcher {
             stderr: request.stderr,
         };
         let spawned = match oci::load_bundle(&request.bundle) {
-            Ok(bundle) => {
-                self.isolation
-                    .create(&ProcessRequest {
-                        id: &request.id,
-                        bundle: &request.bundle,
-                        spec: &bundle.spec,
-                        run: &bundle.run,
-                        stdio: &stdio,
-                    })
-                    .await
-            }
+            Ok(bundle) => match self.isolation_for(&bundle) {
+                Ok(isolation) => {
+                    isolation
+                        .create(&ProcessRequest {
+                            id: &request.id,
+                            bundle: &request.bundle,
+                            spec: &bundle.spec,
+                            workload: &bundle.workload,
+                            stdio: &stdio,
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let spawned = match spawned {
@@ -133,17 +176,6 @@ impl Launcher {
         });
         Ok(container)
     }
-}
-
-/// Cleans up after the shim of container `id` died: what it set up for the
-/// bundle (the rootfs mount, the process's surroundings) must not outlive it.
-pub async fn cleanup_bundle(id: &str, bundle: &Path) -> Result<()> {
-    let released = match oci::load_spec(bundle) {
-        Ok(spec) => enclosure::release_orphan(id, bundle, &spec).await,
-        Err(e) => Err(e),
-    };
-    rootfs::unmount(&bundle.join("rootfs"))?;
-    released
 }
 
 enum State {
@@ -333,6 +365,32 @@ mod tests {
         let launcher = Launcher::new(iso.clone());
         let c = launcher.create(bundle.request("c1")).await.unwrap();
         (c, bundle)
+    }
+
+    #[tokio::test]
+    async fn linux_programs_go_to_the_linux_isolation_and_modules_do_not() {
+        let wasm = Arc::new(FakeIsolation::default());
+        let linux = Arc::new(FakeIsolation::default());
+        let launcher = Launcher::new(wasm.clone()).with_linux(linux.clone());
+        let (module, program) = (TestBundle::new(), TestBundle::linux());
+        launcher.create(module.request("m")).await.unwrap();
+        launcher.create(program.request("p")).await.unwrap();
+        assert_eq!(wasm.created(), vec!["m".to_string()]);
+        assert_eq!(linux.created(), vec!["p".to_string()]);
+
+        // Without a Linux isolation, a Linux program is refused with the reason.
+        let Err(err) = Launcher::new(wasm.clone())
+            .create(program.request("p2"))
+            .await
+        else {
+            panic!("a Linux program was created without a Linux isolation");
+        };
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(
+            err.message().contains("not a WebAssembly module"),
+            "{}",
+            err.message()
+        );
     }
 
     #[tokio::test]

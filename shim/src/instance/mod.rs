@@ -8,4 +8,4 @@ mod container;
 
 /// A container's resource usage, for Stats.
 pub use crate::sys::CgroupStats as Stats;
-pub use container::{cleanup_bundle, Container, CreateRequest, ExitInfo, Launcher, Status};
+pub use container::{Container, CreateRequest, ExitInfo, Launcher, Status};

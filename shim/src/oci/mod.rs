@@ -1,4 +1,5 @@
-//! The input layer: an OCI bundle's `config.json` becomes a [`RunSpec`].
+//! The input layer: an OCI bundle's `config.json` becomes a [`RunSpec`], or
+//! is found to run a Linux program ([`Workload`]).
 //!
 //! Runs in the shim process at Create, after the rootfs is mounted. Follows
 //! runwasi's entrypoint convention: `process.args[0]` is the module's path in
@@ -20,13 +21,22 @@ pub const DEFAULT_ENTRY: &str = "_start";
 /// Annotation with which the CRI plugin names a container's pod sandbox.
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
-/// A bundle's OCI spec and the [`RunSpec`] resolved from it.
+/// What a container runs.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// A WebAssembly module, and how to run it.
+    Wasm(RunSpec),
+    /// A Linux program (the entrypoint is not a module): runc runs it.
+    Linux,
+}
+
+/// A bundle's OCI spec and what it runs.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     /// The whole spec, for what the OS must apply (user, namespaces, cgroups).
     pub spec: Spec,
-    /// The module to run and how.
-    pub run: RunSpec,
+    /// The module, or a Linux program.
+    pub workload: Workload,
 }
 
 /// Reads `<bundle>/config.json`.
@@ -37,23 +47,64 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
     })
 }
 
-/// Reads `<bundle>/config.json` and resolves it into a [`RunSpec`].
+/// Reads `<bundle>/config.json` and tells what it runs: a module (resolved
+/// into a [`RunSpec`]) or a Linux program.
 ///
-/// Checks what can be checked without an engine: the module exists inside the
-/// rootfs and is WebAssembly (by its magic number).
+/// The entrypoint is a module when it says so (a `#function` suffix or a
+/// `.wasm` name) or when the file it names starts with the Wasm magic number;
+/// a module is then checked as far as it can be without an engine (it exists
+/// inside the rootfs and is WebAssembly). Anything else is a Linux program.
 pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
     let spec = load_spec(bundle)?;
+    let rootfs = rootfs_of(&spec, bundle)?;
+    let workload = if is_wasm_entrypoint(&spec, &rootfs) {
+        Workload::Wasm(run_spec(&spec, &rootfs)?)
+    } else {
+        Workload::Linux
+    };
+    Ok(Bundle { spec, workload })
+}
+
+/// The rootfs directory of `spec` (`root.path`, relative to `bundle`).
+fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let root = spec
         .root()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("OCI spec has no root".into()))?;
-    let rootfs = if root.path().is_absolute() {
+    Ok(if root.path().is_absolute() {
         root.path().clone()
     } else {
         bundle.join(root.path())
+    })
+}
+
+/// Whether `spec` (of `bundle`) runs a WebAssembly module rather than a Linux
+/// program, by the rule of [`load_bundle`].
+pub fn runs_wasm(spec: &Spec, bundle: &Path) -> bool {
+    rootfs_of(spec, bundle).is_ok_and(|rootfs| is_wasm_entrypoint(spec, &rootfs))
+}
+
+/// Whether the spec's entrypoint names a WebAssembly module (see [`load_bundle`]).
+/// A spec without args counts as one, so that [`run_spec`] names what is missing.
+fn is_wasm_entrypoint(spec: &Spec, rootfs: &Path) -> bool {
+    let Some(process) = spec.process() else {
+        return true;
     };
-    let run = run_spec(&spec, &rootfs)?;
-    Ok(Bundle { spec, run })
+    let Some(first) = process.args().as_ref().and_then(|a| a.first()) else {
+        return true;
+    };
+    let (name, _) = split_entrypoint(first);
+    if first.contains('#') || name.ends_with(".wasm") {
+        return true;
+    }
+    let relative = path_in_rootfs(process.cwd(), Path::new(name));
+    let Ok(root) = cap_std::fs::Dir::open_ambient_dir(rootfs, cap_std::ambient_authority()) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    root.open(&relative)
+        .and_then(|mut file| file.read(&mut magic))
+        .is_ok_and(|n| has_wasm_magic(&magic[..n]))
 }
 
 /// The pod sandbox id the CRI plugin put in the bundle's annotations, if any.
@@ -72,7 +123,7 @@ pub fn pod_sandbox_id(bundle: &Path) -> Option<String> {
 pub fn check_no_terminal(terminal: bool) -> Result<()> {
     if terminal {
         return Err(Error::InvalidArgument(
-            "a terminal (tty) is not supported for WebAssembly containers".into(),
+            "a terminal (tty) is not supported by this shim".into(),
         ));
     }
     Ok(())
@@ -249,6 +300,38 @@ mod tests {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, bytes).unwrap();
         dir
+    }
+
+    #[test]
+    fn wasm_or_linux_by_name_then_by_magic() {
+        let rootfs = tempfile::tempdir().unwrap();
+        for (path, bytes) in [
+            ("bin/sh", &b"\x7fELF\x02"[..]),
+            ("app/module", &b"\0asm\x01\0\0\0"[..]),
+            ("app/elf.wasm", &b"\x7fELF\x02"[..]),
+        ] {
+            let file = rootfs.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
+        }
+        let wasm = |arg: &str| is_wasm_entrypoint(&spec_with(&[arg], vec![]), rootfs.path());
+        assert!(!wasm("/bin/sh"), "an ELF program is a Linux program");
+        assert!(!wasm("sh"), "a name for the PATH is a Linux program");
+        assert!(!wasm("/bin/nope"), "runc names a missing program");
+        assert!(
+            wasm("module"),
+            "the magic number makes a module (relative to cwd /app)"
+        );
+        assert!(
+            wasm("/app/elf.wasm"),
+            "a .wasm name is a module, checked as one"
+        );
+        assert!(wasm("/bin/sh#main"), "a #function names a module function");
+        let err = run_spec(&spec_with(&["/app/elf.wasm"], vec![]), rootfs.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a WebAssembly module"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,6 +59,15 @@ impl FakeIsolation {
 
 #[async_trait]
 impl Isolation for FakeIsolation {
+    async fn release_orphan(
+        &self,
+        _id: &str,
+        _bundle: &std::path::Path,
+        _spec: &oci_spec::runtime::Spec,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
         let hold = std::mem::take(&mut *self.hold_create.lock().unwrap());
         if hold {
@@ -184,6 +193,21 @@ impl TestBundle {
         });
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         TestBundle { dir }
+    }
+
+    /// A bundle whose entrypoint `/bin/sh` is a Linux program (an ELF header).
+    pub fn linux() -> Self {
+        let bundle = TestBundle::new();
+        let rootfs = bundle.path().join("rootfs");
+        std::fs::create_dir(rootfs.join("bin")).unwrap();
+        std::fs::write(rootfs.join("bin/sh"), b"\x7fELF\x02\x01\x01\0").unwrap();
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/bin/sh", "-c", "true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        });
+        std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
+        bundle
     }
 
     /// The bundle directory.

@@ -1,10 +1,11 @@
 //! OS effects: where and how a container's module actually runs.
 //!
 //! [`Isolation`] is the seam between the container lifecycle
-//! ([`crate::instance`]) and the OS. The real implementation,
-//! [`process::ProcessIsolation`], runs each container in a worker process of
-//! its own (the shim binary re-executed, see `docs/process-model.md`); the
-//! lifecycle's unit tests use the recording fake of `sys::fake`. This module
+//! ([`crate::instance`]) and the OS. [`process::ProcessIsolation`] runs each
+//! Wasm container in a worker process of its own (the shim binary
+//! re-executed, see `docs/process-model.md`); [`runc::RuncIsolation`] hands
+//! Linux containers (a pod's `pause`, sidecars) to runc; the lifecycle's unit
+//! tests use the recording fake of `sys::fake`. This module
 //! is the only place with `unsafe` code.
 
 pub mod cgroup;
@@ -15,6 +16,7 @@ mod pidfd;
 pub mod plan;
 pub mod process;
 pub mod rootfs;
+pub mod runc;
 pub mod seccomp;
 pub mod stdio;
 pub mod worker;
@@ -28,8 +30,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 
-use crate::engine::RunSpec;
 use crate::error::Result;
+use crate::oci::Workload;
 pub use cgroup::CgroupStats;
 pub use stdio::StdioPaths;
 
@@ -45,8 +47,8 @@ pub struct ProcessRequest<'a> {
     pub bundle: &'a Path,
     /// The bundle's OCI spec, for what the OS must apply (user, namespaces, cgroups).
     pub spec: &'a oci_spec::runtime::Spec,
-    /// The module to run and how.
-    pub run: &'a RunSpec,
+    /// What the container runs: a module, or a Linux program.
+    pub workload: &'a Workload,
     /// The container's stdio fifos.
     pub stdio: &'a StdioPaths,
 }
@@ -95,4 +97,14 @@ pub trait Isolation: Send + Sync {
     /// Creates the container's process: it loads and checks the module, then
     /// waits for [`ContainerProcess::start`]. Errors name what is wrong with the module.
     async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned>;
+
+    /// Releases what container `id` (of `bundle`, with `spec`) still holds
+    /// when its shim died before Delete: its remaining processes, cgroup and
+    /// state; runs its `poststop` hooks.
+    async fn release_orphan(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<()>;
 }

@@ -4,6 +4,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use nix::sys::signal::Signal;
+
+use crate::error::{Error, Result};
+
 /// A pidfd of a live child process.
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
@@ -20,6 +24,23 @@ impl PidFd {
         }
         // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
         Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Sends signal number `signal` to the process, whose pid is `pid` (for
+    /// messages): [`Error::NotFound`] once it has ended, as containerd expects.
+    pub fn signal(&self, pid: u32, signal: u32) -> Result<()> {
+        let sig = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match self.send_signal(sig as i32) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                Err(Error::NotFound(format!("process {pid} already finished")))
+            }
+            Err(e) => Err(Error::internal(
+                format!("sending {sig} to process {pid}"),
+                e,
+            )),
+        }
     }
 
     /// Sends `signal` to the process; `ESRCH` once it has been reaped.

@@ -42,6 +42,24 @@ pub struct CgroupPlan {
     pub resources: LinuxResources,
 }
 
+impl CgroupPlan {
+    /// The cgroup of container `id`: `linux.cgroupsPath` and `linux.resources`.
+    pub fn from_spec(spec: &Spec, id: &str) -> Result<Self> {
+        let linux = spec.linux().clone().unwrap_or_default();
+        Ok(CgroupPlan {
+            path: CgroupsPath::parse(
+                &linux
+                    .cgroups_path()
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                id,
+            )?,
+            resources: linux.resources().clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// `linux.cgroupsPath` as runc reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CgroupsPath {
@@ -226,17 +244,7 @@ impl Plan {
     pub fn from_spec(spec: &Spec, id: &str) -> Result<Self> {
         let mut unsupported = Vec::new();
         let linux = spec.linux().clone().unwrap_or_default();
-        let cgroup = CgroupPlan {
-            path: CgroupsPath::parse(
-                &linux
-                    .cgroups_path()
-                    .as_ref()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                id,
-            )?,
-            resources: linux.resources().clone().unwrap_or_default(),
-        };
+        let cgroup = CgroupPlan::from_spec(spec, id)?;
         if let Some(devices) = linux.resources().as_ref().and_then(|r| r.devices().clone()) {
             if !devices.is_empty() && is_cgroup2_only() {
                 unsupported.push("linux.resources.devices (cgroup v2 device rules)".into());

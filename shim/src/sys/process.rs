@@ -32,6 +32,7 @@ use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
 use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::oci::Workload;
 
 /// Runs every container in a worker process started from `exe`.
 #[derive(Debug, Clone)]
@@ -50,8 +51,23 @@ impl ProcessIsolation {
 
 #[async_trait]
 impl Isolation for ProcessIsolation {
+    async fn release_orphan(
+        &self,
+        id: &str,
+        bundle: &std::path::Path,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<()> {
+        // The worker died with its shim (PR_SET_PDEATHSIG); its enclosure is left.
+        super::enclosure::release_orphan(id, bundle, spec).await
+    }
+
     async fn create(&self, request: &ProcessRequest<'_>) -> Result<Spawned> {
         let id = request.id;
+        let Workload::Wasm(run) = request.workload else {
+            return Err(Error::InvalidArgument(format!(
+                "container {id}: its entrypoint is not a WebAssembly module"
+            )));
+        };
         let plan = Plan::from_spec(request.spec, id)?;
         plan.log_unsupported(id);
         let files = request
@@ -119,7 +135,7 @@ impl Isolation for ProcessIsolation {
         let mut lines = BufReader::new(read).lines();
 
         let worker_request = WorkerRequest {
-            run: request.run.clone(),
+            run: run.clone(),
             confine: enclosure.plan().confine.clone(),
         };
         let mut line = serde_json::to_string(&worker_request)
@@ -245,19 +261,7 @@ impl ContainerProcess for WorkerProcess {
     }
 
     fn signal(&self, signal: u32) -> Result<()> {
-        let sig = Signal::try_from(signal as i32)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        match self.pidfd.send_signal(sig as i32) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(Error::NotFound(format!(
-                "process {} already finished",
-                self.pid
-            ))),
-            Err(e) => Err(Error::internal(
-                format!("sending {sig} to process {}", self.pid),
-                e,
-            )),
-        }
+        self.pidfd.signal(self.pid, signal)
     }
 }
 

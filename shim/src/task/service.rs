@@ -247,7 +247,7 @@ async fn publish_exit(
 
 fn unsupported<T>(what: &str) -> TtrpcResult<T> {
     Err(Error::Unimplemented(format!(
-        "{what} is not supported for WebAssembly containers"
+        "{what} is not supported by this shim (neither for WebAssembly nor for Linux containers)"
     ))
     .into())
 }
