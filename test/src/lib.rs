@@ -141,6 +141,20 @@ fn dep_info(bin: &Path) -> Option<Vec<PathBuf>> {
     (!files.is_empty()).then_some(files)
 }
 
+/// Removes the namespace's parent cgroups (`/sys/fs/cgroup/*/wasmshim-test`)
+/// that runc and our shims create for `/<namespace>/<id>` paths. rmdir only
+/// succeeds on an empty cgroup: one still used by another containerd stays.
+fn remove_namespace_cgroups() {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(NAMESPACE)];
+    dirs.extend(controllers.flatten().map(|c| c.path().join(NAMESPACE)));
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// The runtime name of `engine`'s shim.
 pub fn runtime(engine: &str) -> String {
     format!("io.containerd.{engine}.v1")
@@ -354,6 +368,7 @@ impl Containerd {
             let _ = umount2(point, MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(self.dir.path());
+        remove_namespace_cgroups();
     }
 
     /// Processes of this containerd other than the daemon: shims (whose

@@ -230,6 +230,10 @@ mod tests {
         assert_eq!(limit, 33554432);
         assert_eq!(pids.limit, 10);
         assert!(!dir.exists(), "{} is left", dir.display());
-        let _ = std::fs::remove_dir(dir.parent().unwrap());
+        // The parent `/wasmshim-unit`, in every controller that has it.
+        for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(controller.path().join("wasmshim-unit"));
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit");
     }
 }
