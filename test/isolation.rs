@@ -23,6 +23,36 @@ fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
     base.join(NAMESPACE).join(id)
 }
 
+/// `ctr task metrics` of a running container: its output, once it has
+/// succeeded and shows a memory usage above 0 (v1 or v2 field names).
+pub fn metrics_with_memory_usage(env: &Env, id: &str) -> anyhow::Result<String> {
+    let out = env.containerd.ctr(&["task", "metrics", id]);
+    let (stdout, stderr) = text(&out);
+    ensure!(
+        out.status.success(),
+        "ctr task metrics: {stdout:?} {stderr:?}"
+    );
+    let usage = stdout
+        .lines()
+        .find_map(|l| {
+            let mut cols = l.split_whitespace();
+            matches!(cols.next(), Some("memory.usage_in_bytes" | "memory.usage"))
+                .then(|| cols.next()?.parse::<u64>().ok())?
+        })
+        .with_context(|| format!("no memory usage in ctr task metrics: {stdout}"))?;
+    ensure!(usage > 0, "memory usage is 0: {stdout}");
+    Ok(stdout)
+}
+
+/// The value of `name:` in the text of a `/proc/PID/status` file ("" if absent).
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn read_trimmed(path: &Path) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(path)
         .with_context(|| format!("reading {}", path.display()))?
@@ -119,21 +149,7 @@ pub fn cgroup_limits_and_metrics(env: &Env, rt: &str, id: &str) -> anyhow::Resul
             ensure!(read_trimmed(&memory.join("memory.max"))? == "33554432");
             ensure!(read_trimmed(&cpu.join("cpu.max"))? == "50000 100000");
         }
-        let out = env.containerd.ctr(&["task", "metrics", id]);
-        let (stdout, stderr) = text(&out);
-        ensure!(
-            out.status.success(),
-            "ctr task metrics: {stdout:?} {stderr:?}"
-        );
-        let usage = stdout
-            .lines()
-            .find_map(|l| {
-                let mut cols = l.split_whitespace();
-                matches!(cols.next(), Some("memory.usage_in_bytes" | "memory.usage"))
-                    .then(|| cols.next()?.parse::<u64>().ok())?
-            })
-            .with_context(|| format!("no memory usage in ctr task metrics: {stdout}"))?;
-        ensure!(usage > 0, "memory usage is 0: {stdout}");
+        let stdout = metrics_with_memory_usage(env, id)?;
         ensure!(
             stdout.contains("pids.current") && stdout.contains("33554432"),
             "ctr task metrics lacks pids or the limit: {stdout}"
@@ -321,13 +337,7 @@ pub fn seccomp_caps_nnp(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let still_running = still_running(env, id);
     remove(env, id);
     let status = status?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| status_field(&status, name);
     ensure!(field("Seccomp") == "2", "no seccomp filter: {status}");
     ensure!(field("NoNewPrivs") == "1", "no_new_privs not set: {status}");
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
@@ -464,14 +474,7 @@ pub fn docker_spec_runs_a_module(env: &Env, rt: &str, id: &str) -> anyhow::Resul
     let pid = run_detached(env, rt, id, &["--config", path.to_str().unwrap(), id])?;
     let checked = (|| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
+        let field = |name: &str| status_field(&status, name);
         ensure!(
             field("Seccomp") == "2",
             "Docker's seccomp profile is not loaded: {status}"

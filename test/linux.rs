@@ -3,9 +3,10 @@
 //! metrics it has under `io.containerd.runc.v2`. Each case runs for every
 //! engine from the CASES table of `containerd.rs`.
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use wasmshim_integration::text;
 
+use super::isolation::metrics_with_memory_usage;
 use super::{expect_error, expect_output, image, kill_running, remove, run_detached, Env};
 
 pub fn busybox_echo_and_exit_codes(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
@@ -62,21 +63,7 @@ pub fn busybox_metrics(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         &["--memory-limit", "33554432", &busybox, id, "sleep", "600"],
     )?;
     let result = (|| {
-        let out = env.containerd.ctr(&["task", "metrics", id]);
-        let (stdout, stderr) = text(&out);
-        ensure!(
-            out.status.success(),
-            "ctr task metrics: {stdout:?} {stderr:?}"
-        );
-        let usage = stdout
-            .lines()
-            .find_map(|l| {
-                let mut cols = l.split_whitespace();
-                matches!(cols.next(), Some("memory.usage_in_bytes" | "memory.usage"))
-                    .then(|| cols.next()?.parse::<u64>().ok())?
-            })
-            .with_context(|| format!("no memory usage in ctr task metrics: {stdout}"))?;
-        ensure!(usage > 0, "memory usage is 0: {stdout}");
+        let stdout = metrics_with_memory_usage(env, id)?;
         ensure!(
             stdout.contains("33554432"),
             "the memory limit is not in the metrics: {stdout}"

@@ -131,23 +131,19 @@ impl Launcher {
             stdout: request.stdout,
             stderr: request.stderr,
         };
-        let spawned = match oci::load_bundle(&request.bundle) {
-            Ok(bundle) => match self.isolation_for(&bundle) {
-                Ok(isolation) => {
-                    isolation
-                        .create(&ProcessRequest {
-                            id: &request.id,
-                            bundle: &request.bundle,
-                            spec: &bundle.spec,
-                            workload: &bundle.workload,
-                            stdio: &stdio,
-                        })
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let spawned = async {
+            let bundle = oci::load_bundle(&request.bundle)?;
+            self.isolation_for(&bundle)?
+                .create(&ProcessRequest {
+                    id: &request.id,
+                    bundle: &request.bundle,
+                    spec: &bundle.spec,
+                    workload: &bundle.workload,
+                    stdio: &stdio,
+                })
+                .await
+        }
+        .await;
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {

@@ -9,3 +9,8 @@ mod container;
 /// A container's resource usage, for Stats.
 pub use crate::sys::CgroupStats as Stats;
 pub use container::{Container, CreateRequest, ExitInfo, Launcher, Status};
+
+/// The recording fake isolation, for the task service's unit tests (which
+/// reach the OS layer only through `instance`).
+#[cfg(test)]
+pub(crate) use crate::sys::fake::{FakeIsolation, TestBundle};

@@ -83,7 +83,7 @@ impl Isolation for RuncIsolation {
                 "container {id}: runc runs Linux programs, not WebAssembly modules"
             )));
         }
-        let cgroup = CgroupPlan::from_spec(request.spec, id)?;
+        let cgroup_plan = CgroupPlan::from_spec(request.spec, id)?;
         let client = client(&self.root, request.bundle)?;
         let files = request
             .stdio
@@ -105,9 +105,11 @@ impl Isolation for RuncIsolation {
             // runc has exited: its init is now our (the subreaper's) unreaped child.
             let pidfd = PidFd::open(pid)
                 .map_err(|e| Error::internal(format!("opening a pidfd for process {pid}"), e))?;
-            Ok((pid, pidfd))
+            // The cgroup runc made, for statistics and the OOM count.
+            let cgroup = Cgroup::open(&cgroup_plan, id)?;
+            Ok((pid, pidfd, cgroup))
         });
-        let (pid, pidfd) = match created {
+        let (pid, pidfd, cgroup) = match created {
             Ok(created) => created,
             Err(e) => {
                 let _ = client
@@ -215,13 +217,7 @@ struct RuncProcess {
     pid: u32,
     pidfd: PidFd,
     client: runc::Runc,
-    cgroup: CgroupPlan,
-}
-
-impl RuncProcess {
-    fn cgroup(&self) -> Result<Cgroup> {
-        Cgroup::open(&self.cgroup, &self.id)
-    }
+    cgroup: Cgroup,
 }
 
 #[async_trait]
@@ -242,11 +238,11 @@ impl ContainerProcess for RuncProcess {
     }
 
     fn oom_killed(&self) -> bool {
-        self.cgroup().is_ok_and(|c| c.oom_kills() > 0)
+        self.cgroup.oom_kills() > 0
     }
 
     fn stats(&self) -> Result<CgroupStats> {
-        self.cgroup()?.stats()
+        self.cgroup.stats()
     }
 
     async fn release(&self) {

@@ -8,7 +8,7 @@ use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::ttrpc;
 
 use super::*;
-use crate::sys::fake::{FakeIsolation, TestBundle};
+use crate::instance::{FakeIsolation, TestBundle};
 
 /// Records every event: its topic, and the status of exits.
 #[derive(Default)]
