@@ -66,7 +66,7 @@ pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
 }
 
 /// The rootfs directory of `spec` (`root.path`, relative to `bundle`).
-fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let root = spec
         .root()
         .as_ref()

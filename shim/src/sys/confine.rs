@@ -127,6 +127,7 @@ impl PathOpen for std::fs::OpenOptions {
 /// in the order runc applies them. After this the worker runs only the module.
 pub fn drop_privileges(plan: &Confinement) -> anyhow::Result<()> {
     let parent = nix::unistd::getppid();
+    let death_signal = parent_death_signal()?;
     for &(resource, soft, hard) in &plan.rlimits {
         set_rlimit(resource, soft, hard)?;
     }
@@ -179,15 +180,29 @@ pub fn drop_privileges(plan: &Confinement) -> anyhow::Result<()> {
         }
     }
     // Changing credentials clears the parent-death signal: set it again, and
-    // leave if the shim went away meanwhile.
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_PDEATHSIG)");
-    }
-    if nix::unistd::getppid() != parent {
-        bail!("the shim exited");
+    // leave if the shim went away meanwhile. A detached worker (the OCI
+    // runtime CLI's) has none: its parent exits after create.
+    if death_signal != 0 {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_PDEATHSIG)");
+        }
+        if nix::unistd::getppid() != parent {
+            bail!("the shim exited");
+        }
     }
     Ok(())
+}
+
+/// The signal this process gets when its parent dies (0: none).
+fn parent_death_signal() -> anyhow::Result<libc::c_int> {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer, which
+    // points to a live local.
+    if unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("prctl(PR_GET_PDEATHSIG)");
+    }
+    Ok(signal)
 }
 
 fn set_rlimit(resource: i32, soft: u64, hard: u64) -> anyhow::Result<()> {

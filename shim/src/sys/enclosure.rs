@@ -36,15 +36,16 @@ impl Enclosure {
         })
     }
 
-    /// The enclosure of a container whose shim died before Delete, found
-    /// again from its plan, for [`Enclosure::delete`].
-    pub fn reopen(id: &str, bundle: &Path, plan: Plan) -> Result<Self> {
+    /// The enclosure of container `id` found again from its plan by a later
+    /// process: the OCI CLI's `start` and `delete` (worker `pid`), or the
+    /// shim's `delete` after the shim died (pid 0).
+    pub fn reopen(id: &str, bundle: &Path, plan: Plan, pid: u32) -> Result<Self> {
         let cgroup = Cgroup::open(&plan.cgroup, id)?;
         Ok(Enclosure {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             plan,
-            pid: 0,
+            pid,
             cgroup,
         })
     }
@@ -126,6 +127,6 @@ impl Enclosure {
 /// hooks, as runc's `delete --force` does.
 pub async fn release_orphan(id: &str, bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     let plan = Plan::from_spec(spec, id)?;
-    Enclosure::reopen(id, bundle, plan)?.delete().await;
+    Enclosure::reopen(id, bundle, plan, 0)?.delete().await;
     Ok(())
 }

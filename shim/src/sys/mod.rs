@@ -12,7 +12,7 @@ pub mod cgroup;
 pub mod confine;
 pub mod enclosure;
 pub mod hooks;
-mod pidfd;
+pub mod pidfd;
 pub mod plan;
 pub mod process;
 pub mod rootfs;

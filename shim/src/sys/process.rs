@@ -14,22 +14,24 @@
 //! worker -> shim   log <LEVEL> <message>\n       (any time: for the shim's log)
 //! ```
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::enclosure::Enclosure;
 use super::pidfd::PidFd;
 use super::plan::Plan;
-use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, WORKER_ARG};
+use super::stdio::StdioFiles;
+use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, START_FD, WORKER_ARG};
 use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
+use crate::engine::RunSpec;
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::oci::Workload;
@@ -74,105 +76,22 @@ impl Isolation for ProcessIsolation {
             .stdio
             .open()
             .map_err(|e| Error::internal("opening the container's stdio", e))?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| Error::internal("creating the worker's control socket", e))?;
-        let theirs_fd = theirs.as_raw_fd();
-
-        let mut command = tokio::process::Command::new(&self.exe);
-        command
-            .arg(WORKER_ARG)
-            .arg(id)
-            .env_clear()
-            .env(LOG_LEVEL_ENV, log::max_level().as_str())
-            .envs(
-                crate::engine::cache::ENV_VARS
-                    .iter()
-                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
-            )
-            .stdin(Stdio::from(clone(&files.stdin)?))
-            .stdout(Stdio::from(clone(&files.stdout)?))
-            .stderr(Stdio::from(clone(&files.stderr)?));
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (dup2, prctl) on descriptors that stay open.
-        unsafe {
-            command.pre_exec(move || {
-                nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
-                // The worker dies with the thread that forked it (the shim's runtime thread).
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| Error::internal(format!("starting worker {}", self.exe.display()), e))?;
-        drop(theirs);
-        let pid = child.id().unwrap_or_default();
-        // The child is not reaped before `exit` below waits for it, so `pid` is still ours.
-        let pidfd = match PidFd::open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = child.kill().await;
-                return Err(Error::internal(
-                    format!("opening a pidfd for worker {pid}"),
-                    e,
-                ));
-            }
-        };
-        // The worker waits for its first line: nothing runs before it is in its cgroup.
-        let enclosure = match Enclosure::enter(id, request.bundle, plan, pid) {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                let _ = child.kill().await;
-                return Err(e);
-            }
-        };
-
-        ours.set_nonblocking(true)
-            .map_err(|e| Error::internal("control socket", e))?;
-        let stream =
-            UnixStream::from_std(ours).map_err(|e| Error::internal("control socket", e))?;
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-
-        let worker_request = WorkerRequest {
-            run: run.clone(),
-            confine: enclosure.plan().confine.clone(),
-        };
-        let mut line = serde_json::to_string(&worker_request)
-            .map_err(|e| Error::internal("encoding RunSpec", e))?;
-        line.push('\n');
-        // A worker that died early closes the socket: its exit status tells more than EPIPE.
-        let _ = write.write_all(line.as_bytes()).await;
-        let reply = loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => match line.strip_prefix("log ") {
-                    Some(record) => relay_log(id, record),
-                    None => break Some(line),
-                },
-                _ => break None,
-            }
-        };
-        let failed = match reply.as_deref() {
-            Some("ok") => enclosure.created().await.err(),
-            Some(line) => Some(worker_error(line)),
-            None => {
-                let status = child
-                    .wait()
-                    .await
-                    .map(exit::from_wait_status)
-                    .unwrap_or(exit::UNKNOWN);
-                Some(Error::internal(
-                    "worker process",
-                    anyhow::anyhow!("exited with status {status} before loading the module"),
-                ))
-            }
-        };
-        if let Some(e) = failed {
-            // Nothing of a failed Create remains: no process, no cgroup.
-            let _ = child.kill().await;
-            enclosure.delete().await;
-            return Err(e);
-        }
+        let Loaded {
+            mut child,
+            pid,
+            pidfd,
+            enclosure,
+            mut lines,
+            write,
+        } = spawn_loaded(
+            &self.exe,
+            id,
+            request.bundle,
+            plan,
+            run,
+            Attachment::Shim(&files),
+        )
+        .await?;
 
         let id = id.to_string();
         let exit = Box::pin(async move {
@@ -208,6 +127,197 @@ impl Isolation for ProcessIsolation {
             exit,
         })
     }
+}
+
+/// How a worker hangs on to the process that spawned it.
+enum Attachment<'a> {
+    /// The shim's worker: the container's fifos as stdio; it dies with the shim.
+    Shim(&'a StdioFiles),
+    /// The OCI runtime CLI's worker: it inherits the CLI's stdio, outlives
+    /// `create`, and waits for `start` on this fifo (its fd [`START_FD`]).
+    Detached(&'a OwnedFd),
+}
+
+/// A worker in its cgroup, confined, with its module loaded and Create's
+/// hooks run: waiting for `start` (or `detach`) on its control socket.
+struct Loaded {
+    child: tokio::process::Child,
+    pid: u32,
+    pidfd: PidFd,
+    enclosure: Arc<Enclosure>,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    write: OwnedWriteHalf,
+}
+
+/// The first half of Create, shared by the shim and the OCI CLI: spawns a
+/// worker from `exe`, puts it in its cgroup, sends it its request and waits
+/// for `ok`, then runs Create's hooks. On any failure nothing remains: no
+/// process, no cgroup.
+async fn spawn_loaded(
+    exe: &Path,
+    id: &str,
+    bundle: &Path,
+    plan: Plan,
+    run: &RunSpec,
+    attachment: Attachment<'_>,
+) -> Result<Loaded> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Error::internal("creating the worker's control socket", e))?;
+    // Above the fds the child's pre_exec dup2s onto, so that none is overwritten.
+    let theirs = above_fixed_fds(&theirs)?;
+    let theirs_fd = theirs.as_raw_fd();
+    let start_fd = match attachment {
+        Attachment::Detached(fifo) => Some(above_fixed_fds(fifo)?),
+        Attachment::Shim(_) => None,
+    };
+    let start_raw = start_fd.as_ref().map(|fd| fd.as_raw_fd());
+
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(WORKER_ARG)
+        .arg(id)
+        .env_clear()
+        .env(LOG_LEVEL_ENV, log::max_level().as_str())
+        .envs(
+            crate::engine::cache::ENV_VARS
+                .iter()
+                .filter_map(|k| Some((k, std::env::var_os(k)?))),
+        );
+    if let Attachment::Shim(files) = attachment {
+        command
+            .stdin(Stdio::from(clone(&files.stdin)?))
+            .stdout(Stdio::from(clone(&files.stdout)?))
+            .stderr(Stdio::from(clone(&files.stderr)?));
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (dup2, prctl) on descriptors that stay open.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
+            match start_raw {
+                Some(fifo) => {
+                    nix::unistd::dup2(fifo, START_FD)?;
+                }
+                // The worker dies with the thread that forked it (the shim's runtime thread).
+                None => nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?,
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::internal(format!("starting worker {}", exe.display()), e))?;
+    drop(theirs);
+    drop(start_fd);
+    let pid = child.id().unwrap_or_default();
+    // The child is not reaped before anyone waits for it, so `pid` is still ours.
+    let pidfd = match PidFd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(Error::internal(
+                format!("opening a pidfd for worker {pid}"),
+                e,
+            ));
+        }
+    };
+    // The worker waits for its first line: nothing runs before it is in its cgroup.
+    let enclosure = match Enclosure::enter(id, bundle, plan, pid) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(e);
+        }
+    };
+
+    ours.set_nonblocking(true)
+        .map_err(|e| Error::internal("control socket", e))?;
+    let stream = UnixStream::from_std(ours).map_err(|e| Error::internal("control socket", e))?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+
+    let worker_request = WorkerRequest {
+        run: run.clone(),
+        confine: enclosure.plan().confine.clone(),
+    };
+    let mut line = serde_json::to_string(&worker_request)
+        .map_err(|e| Error::internal("encoding RunSpec", e))?;
+    line.push('\n');
+    // A worker that died early closes the socket: its exit status tells more than EPIPE.
+    let _ = write.write_all(line.as_bytes()).await;
+    let reply = loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => match line.strip_prefix("log ") {
+                Some(record) => relay_log(id, record),
+                None => break Some(line),
+            },
+            _ => break None,
+        }
+    };
+    let failed = match reply.as_deref() {
+        Some("ok") => enclosure.created().await.err(),
+        Some(line) => Some(worker_error(line)),
+        None => {
+            let status = child
+                .wait()
+                .await
+                .map(exit::from_wait_status)
+                .unwrap_or(exit::UNKNOWN);
+            Some(Error::internal(
+                "worker process",
+                anyhow::anyhow!("exited with status {status} before loading the module"),
+            ))
+        }
+    };
+    if let Some(e) = failed {
+        let _ = child.kill().await;
+        enclosure.delete().await;
+        return Err(e);
+    }
+    Ok(Loaded {
+        child,
+        pid,
+        pidfd,
+        enclosure,
+        lines,
+        write,
+    })
+}
+
+/// Create for the OCI runtime CLI: a worker for container `id` of `bundle`
+/// that inherits this process's stdio, is loaded and confined as in the
+/// shim, and then waits for one byte on `start_fifo` (opened read-write by
+/// the caller, who writes it at `start`). Returns the worker's pid; the
+/// worker outlives this process, whose parent (a subreaper) reaps it.
+pub async fn create_detached(
+    exe: &Path,
+    id: &str,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+    run: &RunSpec,
+    start_fifo: &OwnedFd,
+) -> Result<u32> {
+    let plan = Plan::from_spec(spec, id)?;
+    plan.log_unsupported(id);
+    let mut loaded =
+        spawn_loaded(exe, id, bundle, plan, run, Attachment::Detached(start_fifo)).await?;
+    if let Err(e) = loaded.write.write_all(b"detach\n").await {
+        let _ = loaded.child.kill().await;
+        loaded.enclosure.delete().await;
+        return Err(Error::internal("detaching the worker", e));
+    }
+    Ok(loaded.pid)
+}
+
+/// A close-on-exec duplicate of `fd` numbered above [`START_FD`].
+fn above_fixed_fds(fd: &impl AsFd) -> Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(
+        fd.as_fd().as_raw_fd(),
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(START_FD + 1),
+    )
+    .map_err(|e| Error::internal("duplicating a worker descriptor", e))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// The shim's handle on one worker: its pidfd and the control socket's writing half.

@@ -5,6 +5,10 @@
 //! module (reporting `ok` or `err <kind> <why>`, and `log <level> <msg>` lines
 //! for the shim's log), waits for `start`, runs the module, and exits with its
 //! status as [`crate::exit`] defines it.
+//!
+//! A *detached* worker (the OCI runtime CLI's, whose `create` exits) is told
+//! `detach` instead of `start`: it then waits for one byte on the start fifo
+//! it holds as fd 4 ([`START_FD`]), which the CLI's `start` writes.
 //! Compiled code comes from the module cache the shim's environment names
 //! ([`crate::engine::cache`]) when it is usable.
 
@@ -34,6 +38,10 @@ pub const WORKER_ARG: &str = "__wasmshim_worker";
 
 /// File descriptor of the control socket in the worker.
 pub const CONTROL_FD: i32 = 3;
+
+/// File descriptor of the start fifo in a detached worker (opened read-write
+/// by its creator, so that reading blocks until `start` writes).
+pub const START_FD: i32 = 4;
 
 /// Environment variable through which the shim passes its log level to a worker.
 pub const LOG_LEVEL_ENV: &str = "WASMSHIM_LOG_LEVEL";
@@ -81,6 +89,12 @@ pub fn main(engine: &dyn Engine) -> ! {
 
     match lines.next() {
         Some(Ok(line)) if line == "start" => {}
+        Some(Ok(line)) if line == "detach" => {
+            drop(lines);
+            if !await_start_fifo() {
+                std::process::exit(0);
+            }
+        }
         // The shim went away or deleted the container before starting it.
         _ => std::process::exit(0),
     }
@@ -91,6 +105,23 @@ pub fn main(engine: &dyn Engine) -> ! {
         let _ = writeln!(reply, "trap {}", message.replace('\n', " | "));
     }
     std::process::exit(outcome.exit_status());
+}
+
+/// Blocks until the OCI CLI's `start` writes a byte to the start fifo;
+/// false if the fifo is not there or fails.
+fn await_start_fifo() -> bool {
+    use std::io::Read;
+    // SAFETY: the creator dup2'd the fifo onto START_FD before exec (see
+    // process.rs, `create_detached`); nothing else in this process owns it.
+    let mut fifo = unsafe { std::fs::File::from_raw_fd(START_FD) };
+    let mut byte = [0u8; 1];
+    loop {
+        match fifo.read(&mut byte) {
+            Ok(1) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return false,
+        }
+    }
 }
 
 /// Why a worker could not prepare its module.
