@@ -10,7 +10,7 @@ RELEASE := target/release
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 \
                 busybox-static protobuf-compiler pkg-config ca-certificates \
-                libseccomp-dev util-linux
+                libseccomp-dev util-linux docker.io podman
 
 # WasmEdge is built only where libwasmedge is found (WASMEDGE_DIR, or where wasmedge-sys looks).
 WASMEDGE_DIR ?= $(firstword $(foreach d,/usr/local $(HOME)/.wasmedge,$(if $(wildcard $(d)/include/wasmedge/wasmedge.h),$(d))))
@@ -39,18 +39,18 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 
 build: deps
-	$(CARGO) build --release $(foreach e,$(ENGINES),-p containerd-shim-$(e)-v1) -p wasmshim-cli
+	$(CARGO) build --release $(foreach e,$(ENGINES),-p containerd-shim-$(e)-v1) -p wasmshim-cli -p wasmshim-oci
 	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
 install: build
 	install -d $(PREFIX)
-	install -m 0755 $(foreach e,$(ENGINES),$(RELEASE)/containerd-shim-$(e)-v1) $(RELEASE)/wasmshim $(PREFIX)/
+	install -m 0755 $(foreach e,$(ENGINES),$(RELEASE)/containerd-shim-$(e)-v1) $(RELEASE)/wasmshim $(RELEASE)/wasmshim-oci $(PREFIX)/
 
 test: build unit check-wasmedge integration
 	$(MAKE) --no-print-directory bench QUICK=1
 
 unit:
-	$(CARGO) test --release -p wasmshim -p wasmshim-cli
+	$(CARGO) test --release -p wasmshim -p wasmshim-cli -p wasmshim-oci
 
 integration:
 	$(CARGO) test --release -p wasmshim-integration

@@ -4,6 +4,7 @@
 //! checks that a container left nothing behind.
 
 pub mod bench;
+pub mod clients;
 pub mod modules;
 
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ pub fn shim_binary(engine: &str) -> PathBuf {
 
 /// Fails when `bin` is older than a source it is built from, so that tests
 /// never pass against a stale binary.
-fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
+pub(crate) fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let built = std::fs::metadata(bin)?.modified()?;
     // cargo's dep-info file names exactly the sources the binary was built
@@ -454,7 +455,7 @@ pub fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {

@@ -1,9 +1,13 @@
 //! `wasmshim image build`: an OCI image archive with one Wasm module.
 //!
 //! The image has the shape of Docker's `--platform wasi/wasm` images: one
-//! uncompressed layer holding the module, `os: wasi`, `architecture: wasm`,
-//! and the module's path as the entrypoint. The archive is an OCI image
-//! layout (`oci-layout`, `index.json`, `blobs/sha256/…`) in a tar file.
+//! uncompressed layer holding the module, `os: wasi`, `architecture: wasm`
+//! (or the `--platform` given: Docker 20.10 loads only `linux` images), and
+//! the module's path as the entrypoint; its manifest carries crun's
+//! annotation `module.wasm.image/variant=compat`. The archive is an OCI
+//! image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) with a
+//! docker-archive `manifest.json` beside it, so that one tar file loads with
+//! `ctr image import`, `docker load` (also before Docker 25) and `podman load`.
 //! [`ImageSpec`] writes any single-layer image (the tests build busybox with it).
 
 use std::collections::HashMap;
@@ -37,10 +41,18 @@ pub struct BuildArgs {
     /// Environment variable `KEY=VALUE` (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+    /// Platform `os/arch` of the image: `wasi/wasm`, or `linux/amd64` for
+    /// Docker 20.10, which refuses to load other operating systems.
+    #[arg(long, default_value = "wasi/wasm")]
+    pub platform: String,
     /// Output file.
     #[arg(short, long)]
     pub output: PathBuf,
 }
+
+/// crun's image annotation for Wasm images, which podman passes to the
+/// runtime; `compat` says the entrypoint is a module (honoured by wasmshim-oci).
+pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
 
 /// Builds the image archive described by `args`.
 pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
@@ -65,10 +77,15 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
             format!("/{}", file.to_string_lossy())
         }
     };
+    let (os, architecture) = args
+        .platform
+        .split_once('/')
+        .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
+        .with_context(|| format!("--platform {}: expected os/arch", args.platform))?;
     let image = ImageSpec {
         name: args.name.clone(),
-        os: "wasi".into(),
-        architecture: "wasm".into(),
+        os: os.into(),
+        architecture: architecture.into(),
         entries: vec![LayerEntry::File {
             path: path.clone(),
             data: wasm,
@@ -162,12 +179,18 @@ impl ImageSpec {
         let config = serde_json::to_vec(&config)?;
         let config_desc = descriptor(MediaType::ImageConfig, &config)?;
 
-        let manifest = ImageManifestBuilder::default()
+        let mut manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(config_desc)
-            .layers(vec![layer_desc])
+            .config(config_desc.clone())
+            .layers(vec![layer_desc.clone()])
             .build()?;
+        if self.runs_wasm() {
+            manifest.set_annotations(Some(HashMap::from([(
+                VARIANT_ANNOTATION.to_string(),
+                "compat".to_string(),
+            )])));
+        }
         let manifest = serde_json::to_vec(&manifest)?;
         let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
         manifest_desc.set_platform(Some(
@@ -191,6 +214,17 @@ impl ImageSpec {
             .manifests(vec![manifest_desc])
             .build()?;
         let index = serde_json::to_vec(&index)?;
+        let blob = |digest: &Digest| format!("blobs/sha256/{}", digest.digest());
+        // docker-archive's manifest, pointing at the same blobs.
+        let repo_tags = match reference.tag() {
+            Some(_) => vec![reference.whole()],
+            None => vec![],
+        };
+        let docker_manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": blob(config_desc.digest()),
+            "RepoTags": repo_tags,
+            "Layers": [blob(layer_desc.digest())],
+        }]))?;
 
         let mut archive = tar::Builder::new(out);
         append(
@@ -200,6 +234,7 @@ impl ImageSpec {
             0o644,
         )?;
         append(&mut archive, "index.json", &index, 0o644)?;
+        append(&mut archive, "manifest.json", &docker_manifest, 0o644)?;
         for blob in [&layer, &config, &manifest] {
             append(
                 &mut archive,
@@ -210,6 +245,17 @@ impl ImageSpec {
         }
         archive.into_inner()?.flush()?;
         Ok(())
+    }
+
+    /// Whether the entrypoint is a WebAssembly module of the layer.
+    fn runs_wasm(&self) -> bool {
+        let Some(entrypoint) = self.entrypoint.first() else {
+            return false;
+        };
+        self.entries.iter().any(|entry| {
+            matches!(entry, LayerEntry::File { path, data, .. }
+                if path == entrypoint && wasmshim::engine::has_wasm_magic(data))
+        })
     }
 
     fn layer_tar(&self) -> anyhow::Result<Vec<u8>> {
@@ -308,5 +354,59 @@ mod tests {
             .expect("index.json in the archive");
         assert!(index.contains("\"localhost:5000/hello:v2\""), "{index}");
         assert!(index.contains("\"v2\""), "{index}");
+    }
+
+    fn archive_files(tar: &[u8]) -> HashMap<String, Vec<u8>> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (path, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docker_manifest_points_at_the_oci_blobs_and_wasm_is_annotated() {
+        let image = ImageSpec {
+            name: "hello:v1".into(),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            entries: vec![LayerEntry::File {
+                path: "/hello.wasm".into(),
+                data: b"\0asm\x01\0\0\0".to_vec(),
+                mode: 0o755,
+            }],
+            entrypoint: vec!["/hello.wasm".into()],
+            cmd: vec![],
+            env: vec![],
+        };
+        let mut tar = Vec::new();
+        image.write_archive(&mut tar).unwrap();
+        let files = archive_files(&tar);
+        let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        let entry = &manifest[0];
+        assert_eq!(entry["RepoTags"][0], "docker.io/library/hello:v1");
+        let config: serde_json::Value =
+            serde_json::from_slice(&files[entry["Config"].as_str().unwrap()]).unwrap();
+        assert_eq!(config["os"], "linux");
+        assert_eq!(config["architecture"], "amd64");
+        let layer = &files[entry["Layers"][0].as_str().unwrap()];
+        assert_eq!(
+            config["rootfs"]["diff_ids"][0],
+            format!("sha256:{}", sha256_hex(layer))
+        );
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let digest = index["manifests"][0]["digest"].as_str().unwrap();
+        let oci_manifest: serde_json::Value = serde_json::from_slice(
+            &files[&format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))],
+        )
+        .unwrap();
+        assert_eq!(oci_manifest["annotations"][VARIANT_ANNOTATION], "compat");
     }
 }
