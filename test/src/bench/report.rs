@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+use super::docker::OURS as DOCKER_OURS;
 use super::scenarios::{BigModule, Density, Memory, Samples};
 use super::stats::Summary;
 
@@ -30,6 +31,8 @@ pub struct Machine {
     pub containerd: String,
     /// `runc --version`, first line.
     pub runc: String,
+    /// `/usr/bin/docker --version` (the Docker scenario's client).
+    pub docker: String,
     /// cgroup version the host runs.
     pub cgroup: String,
 }
@@ -75,6 +78,7 @@ impl Machine {
             os: field(&os_release, "PRETTY_NAME"),
             containerd: version("containerd"),
             runc: version("runc"),
+            docker: version("/usr/bin/docker"),
             cgroup: if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
                 "v2".into()
             } else {
@@ -140,6 +144,9 @@ pub struct Report {
     pub density: Vec<Density>,
     /// Big module first and second start.
     pub big_module: Vec<BigModule>,
+    /// `docker run --rm` in a private Docker 20.10: hello through
+    /// `wasmshim-oci`, busybox `echo hi` through runc, ms.
+    pub docker_run: Vec<Samples>,
     /// Criterion micro-benchmarks.
     pub micro: Vec<Micro>,
     /// Targets and verdicts.
@@ -249,6 +256,28 @@ impl Report {
                 met: r.map(|r| r <= 2.0),
             });
         }
+        // Docker's own work (API, image, network namespace, shim) is in both sides.
+        // Named even when the scenario did not run, so a failed run shows it.
+        let mut docker_kinds: Vec<&str> = self
+            .docker_run
+            .iter()
+            .map(|s| s.kind.as_str())
+            .filter(|k| *k != BASELINE)
+            .collect();
+        if docker_kinds.is_empty() {
+            docker_kinds.push(DOCKER_OURS);
+        }
+        let base = summary(&self.docker_run, BASELINE);
+        for kind in docker_kinds {
+            let ours = summary(&self.docker_run, kind);
+            let r = base.zip(ours).and_then(|(b, o)| ratio(o.median, b.median));
+            targets.push(Target {
+                name: format!("docker run --rm hello, {kind}"),
+                goal: "<= 0.80 x runc".into(),
+                measured: r.map_or("not measured".into(), |r| format!("{r:.2} x runc")),
+                met: r.map(|r| r <= 0.80),
+            });
+        }
         if self.quick {
             for t in &mut targets {
                 t.measured.push_str(" (quick run)");
@@ -273,6 +302,10 @@ impl Report {
             (
                 "Start to first byte: `ctr task start` to the first stdout byte",
                 &self.first_byte,
+            ),
+            (
+                "Docker 20.10: `docker run --rm --network none`, hello world via `--runtime wasmshim` (wasmshim-oci) / busybox `echo hi` via `--runtime runc`",
+                &self.docker_run,
             ),
         ] {
             let _ = writeln!(s, "### {title}\n");
@@ -415,8 +448,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Machine: {} ({} cores), {:.1} GiB, {}, kernel {}, cgroup {}; {}; {}.\n",
-            m.cpu, m.cores, m.memory_gib, m.os, m.kernel, m.cgroup, m.containerd, m.runc
+            "Machine: {} ({} cores), {:.1} GiB, {}, kernel {}, cgroup {}; {}; {}; {}.\n",
+            m.cpu, m.cores, m.memory_gib, m.os, m.kernel, m.cgroup, m.containerd, m.runc, m.docker
         );
         let _ = writeln!(s, "![start latency and memory per container]({chart})\n");
         s.push_str(&self.tables());
@@ -485,6 +518,7 @@ mod tests {
                 first_ms: 100.0,
                 second_ms: 90.0,
             }],
+            docker_run: Vec::new(),
             micro: Vec::new(),
             targets: Vec::new(),
             errors: Vec::new(),
@@ -515,6 +549,53 @@ mod tests {
         let mut slow = report(&[100.0], &[71.0], false);
         slow.judge(1000);
         assert_eq!(slow.targets[0].verdict(), "MISS");
+    }
+
+    #[test]
+    fn docker_target_is_the_median_ratio() {
+        let docker = |ours: &[f64]| {
+            vec![
+                Samples {
+                    kind: BASELINE.into(),
+                    ms: vec![200.0, 300.0, 250.0],
+                },
+                Samples {
+                    kind: "wasmshim-oci".into(),
+                    ms: ours.to_vec(),
+                },
+            ]
+        };
+        let target = |r: &Report| {
+            r.targets
+                .iter()
+                .find(|t| t.name == "docker run --rm hello, wasmshim-oci")
+                .cloned()
+                .unwrap()
+        };
+        let mut r = report(&[100.0], &[60.0], false);
+        r.docker_run = docker(&[190.0, 200.0, 500.0]);
+        r.judge(1000);
+        let t = target(&r);
+        assert_eq!((t.verdict(), t.measured.as_str()), ("PASS", "0.80 x runc"));
+        assert!(r
+            .tables()
+            .contains("| wasmshim-oci | 3 | 190.0 | 200.0 | 500.0 | 0.80 |"));
+
+        r.docker_run = docker(&[201.0, 210.0, 220.0]);
+        r.judge(1000);
+        assert_eq!(target(&r).verdict(), "MISS", "median 210 vs 250");
+
+        r.docker_run = docker(&[]);
+        r.judge(1000);
+        assert_eq!(target(&r).verdict(), "SKIP", "not measured");
+        r.docker_run = Vec::new();
+        r.judge(1000);
+        assert_eq!(target(&r).measured, "not measured", "dockerd did not start");
+
+        let mut quick = report(&[100.0], &[60.0], true);
+        quick.docker_run = docker(&[10.0]);
+        quick.judge(1000);
+        assert_eq!(target(&quick).verdict(), "SKIP");
     }
 
     #[test]

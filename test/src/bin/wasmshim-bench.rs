@@ -2,7 +2,8 @@
 //!
 //! Scenarios (see `wasmshim_integration::bench`): cold start, start to first
 //! byte, memory per running container, density, big-module first and second
-//! start, and the criterion micro-benchmarks of `shim/benches/engine.rs`.
+//! start, `docker run --rm` through `wasmshim-oci` against runc in a private
+//! Docker 20.10, and the criterion micro-benchmarks of `shim/benches/engine.rs`.
 //! Prints the tables and one PASS/MISS/SKIP line per target; writes every raw
 //! sample to `target/bench/results.json`. A full run also regenerates
 //! `docs/performance.md` and `docs/performance.svg`; a quick run writes those
@@ -11,13 +12,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use wasmshim_cli::image::ImageSpec;
+use wasmshim_integration::bench::docker::{self, DockerKind};
 use wasmshim_integration::bench::report::{Machine, Micro, Report, BASELINE};
-use wasmshim_integration::bench::scenarios::{self, Kind};
+use wasmshim_integration::bench::scenarios::{self, Kind, Samples};
 use wasmshim_integration::bench::{bigmodule, chart};
+use wasmshim_integration::clients::{oci_binary, Docker, RUNTIME};
 use wasmshim_integration::{
     busybox_image, cmdline, engines, modules, runtime, wasm_image, Containerd,
 };
@@ -29,6 +33,7 @@ struct Plan {
     density_target: usize,
     density_batch: usize,
     big_module_bytes: usize,
+    docker_rounds: usize,
 }
 
 const FULL: Plan = Plan {
@@ -37,6 +42,7 @@ const FULL: Plan = Plan {
     density_target: 1000,
     density_batch: 100,
     big_module_bytes: 10 << 20,
+    docker_rounds: 30,
 };
 
 const QUICK: Plan = Plan {
@@ -45,6 +51,7 @@ const QUICK: Plan = Plan {
     density_target: 20,
     density_batch: 10,
     big_module_bytes: 1 << 20,
+    docker_rounds: 5,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +92,15 @@ fn main() -> anyhow::Result<()> {
         let image = format!("docker.io/wasmshim/{name}:bench");
         containerd.import(&wasm_image(&image, &modules_dir.join(file), &[])?)?;
     }
+    // Built now: the modules live in containerd's temp dir.
+    let docker_images = [
+        docker::linux_platform(wasm_image(
+            "docker.io/wasmshim/hello:bench",
+            &modules_dir.join("hello.wasm"),
+            &[],
+        )?),
+        busybox_image("docker.io/wasmshim/busybox:bench")?,
+    ];
 
     let mut kinds = vec![Kind {
         label: BASELINE.into(),
@@ -125,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         memory: Vec::new(),
         density: Vec::new(),
         big_module: Vec::new(),
+        docker_run: Vec::new(),
         micro: Vec::new(),
         targets: Vec::new(),
         errors: Vec::new(),
@@ -207,6 +224,14 @@ fn main() -> anyhow::Result<()> {
     report.errors.extend(leftovers(&containerd));
     containerd.stop();
 
+    // After containerd's scenarios: neither daemon's containers run beside the other's.
+    eprintln!("bench: docker run --rm, {} rounds", plan.docker_rounds);
+    match docker_scenario(&docker_images, plan.docker_rounds) {
+        Ok(s) => report.docker_run = s,
+        Err(e) => report.errors.push(format!("docker run: {e:#}")),
+    }
+    save(&report);
+
     eprintln!("bench: criterion micro-benchmarks");
     match criterion(&workspace, &bench_modules, &found, quick) {
         Ok(m) => report.micro = m,
@@ -251,8 +276,51 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C (or SIGTERM, SIGHUP) stops containerd and every container before
-/// the bench exits, so an interrupted run leaves nothing running either.
+/// The private dockerd while the Docker scenario runs, for [`stop_on_signal`].
+static DOCKER: Mutex<Option<Arc<Docker>>> = Mutex::new(None);
+
+/// The Docker scenario in a dockerd of its own, stopped on the way out
+/// whatever happened: `images` are hello (Wasm) and busybox.
+fn docker_scenario(images: &[ImageSpec; 2], rounds: usize) -> anyhow::Result<Vec<Samples>> {
+    let [hello, busybox] = images;
+    let daemon = Arc::new(docker::start(&oci_binary()?)?);
+    *DOCKER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&daemon));
+    let kinds = [
+        DockerKind {
+            label: BASELINE.into(),
+            runtime: "runc".into(),
+            image: busybox.name.clone(),
+            entrypoint: Some("/bin/echo".into()),
+            args: vec!["hi".into()],
+            output: "hi".into(),
+        },
+        DockerKind {
+            label: docker::OURS.into(),
+            runtime: RUNTIME.into(),
+            image: hello.name.clone(),
+            entrypoint: None,
+            args: Vec::new(),
+            output: "Hello from WebAssembly".into(),
+        },
+    ];
+    let result = images
+        .iter()
+        .try_for_each(|image| docker::load(&daemon, image))
+        .and_then(|()| docker::docker_run(&daemon, &kinds, rounds))
+        .map_err(|e| {
+            let log = daemon.log();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow!("{e:#} (dockerd log ends: {})", tail.join(" | "))
+        });
+    DOCKER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    daemon.stop();
+    result
+}
+
+/// Ctrl-C (or SIGTERM, SIGHUP) stops containerd, the Docker scenario's
+/// dockerd and every container before the bench exits, so an interrupted
+/// run leaves nothing running either.
 fn stop_on_signal(containerd: Arc<Containerd>) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut signals = SigSet::empty();
@@ -265,8 +333,12 @@ fn stop_on_signal(containerd: Arc<Containerd>) -> anyhow::Result<()> {
     signals.thread_block()?;
     std::thread::spawn(move || {
         if let Ok(signal) = signals.wait() {
-            eprintln!("bench: {signal}: stopping containerd and its containers");
+            eprintln!("bench: {signal}: stopping containerd, dockerd and their containers");
             containerd.stop();
+            let docker = DOCKER.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(docker) = docker {
+                docker.stop();
+            }
             std::process::exit(130);
         }
     });
