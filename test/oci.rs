@@ -395,7 +395,12 @@ fn docker_memory_limit_oom_kills(env: &Env) -> anyhow::Result<()> {
         );
         // containerd's OOM event and the exit event reach dockerd separately,
         // in either order (as with runc): OOMKilled may show a moment later.
-        docker_wait_for(env, name, "{{.State.OOMKilled}} {{.State.ExitCode}}", "true 137")
+        docker_wait_for(
+            env,
+            name,
+            "{{.State.OOMKilled}} {{.State.ExitCode}}",
+            "true 137",
+        )
     })();
     let _ = env.docker.docker(&["rm", "-f", name]);
     result

@@ -1,0 +1,331 @@
+//! `wasmshim-oci` driven by hand, as a runc caller (containerd's runc shim,
+//! conmon) drives it: create → state → start → kill/delete, with the pid
+//! file, the OCI state JSON, the JSON log, concurrent invocations on one
+//! container, and what bad input leaves behind (nothing).
+//!
+//! This test binary makes itself a child subreaper, as those callers are, so
+//! that the detached worker is reparented to it and its exit status can be
+//! read. Needs root and `make build`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use wasmshim_integration::clients::oci_binary;
+use wasmshim_integration::text;
+
+const CGROUP_PARENT: &str = "wasmshim-oci-cli-test";
+
+/// A runtime root, a log, and bundles in one temp dir.
+struct Setup {
+    oci: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        // SAFETY: prctl with integer arguments only; it changes no memory.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(rc, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+        Setup {
+            oci: oci_binary().expect("wasmshim-oci built"),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("log.json")
+    }
+
+    fn oci(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(&self.oci);
+        command
+            .arg("--root")
+            .arg(self.root())
+            .arg("--log")
+            .arg(self.log())
+            .args(["--log-format", "json"])
+            .args(args)
+            .stdin(Stdio::null());
+        if args.first() != Some(&"create") {
+            return command.output().unwrap();
+        }
+        // The worker inherits create's stdio (the container's, for a real
+        // caller): files, so that no pipe waits for the worker to end.
+        let stdout = self.dir.path().join("create.out");
+        let stderr = self.dir.path().join("create.err");
+        let status = command
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: std::fs::read(&stdout).unwrap(),
+            stderr: std::fs::read(&stderr).unwrap(),
+        }
+    }
+
+    /// A bundle whose rootfs holds `module` at `/m.wasm`, run as the entrypoint.
+    fn bundle(&self, id: &str, module: &[u8]) -> PathBuf {
+        let bundle = self.dir.path().join(format!("bundle-{id}"));
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        std::fs::write(bundle.join("rootfs/m.wasm"), module).unwrap();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": ["/m.wasm"],
+                "env": ["PATH=/bin"],
+                "cwd": "/"
+            },
+            "root": {"path": "rootfs"},
+            "hostname": id,
+            "linux": {
+                "cgroupsPath": format!("/{CGROUP_PARENT}/{id}"),
+                "namespaces": [{"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}]
+            }
+        });
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        bundle
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.oci(&["state", id]);
+        assert!(out.status.success(), "state {id}: {:?}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.root().join("wasmshim").join(id)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(CGROUP_PARENT));
+            }
+        }
+    }
+}
+
+fn looping() -> Vec<u8> {
+    wat::parse_str(r#"(module (func (export "_start") (loop $l (br $l))))"#).unwrap()
+}
+
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|hs| {
+            hs.flatten()
+                .map(|h| h.path().join(CGROUP_PARENT).join(id))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_gone(setup: &Setup, id: &str, pid: u32) {
+    assert!(!setup.state_dir(id).exists(), "state of {id} left");
+    assert!(
+        cgroup_dirs(id).is_empty(),
+        "cgroup of {id} left: {:?}",
+        cgroup_dirs(id)
+    );
+    let alive =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
+    assert!(!alive, "worker {pid} of {id} still runs");
+}
+
+fn reap(pid: u32) -> WaitStatus {
+    waitpid(Pid::from_raw(pid as i32), None).unwrap()
+}
+
+#[test]
+fn lifecycle_as_a_runc_caller_sees_it() {
+    let setup = Setup::new();
+    let id = "life";
+    let bundle = setup.bundle(id, &looping());
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--no-new-keyring",
+        id,
+    ]);
+    assert!(out.status.success(), "create: {:?}", text(&out));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+
+    let state = setup.state(id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], pid);
+    assert_eq!(state["id"], id);
+    assert_eq!(state["bundle"], bundle.to_str().unwrap());
+    let ps = setup.oci(&["ps", "--format", "json", id]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<u32>>(&ps.stdout).unwrap(),
+        vec![pid]
+    );
+
+    let again = setup.oci(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).1.contains("exists already"),
+        "{:?}",
+        text(&again)
+    );
+
+    let out = setup.oci(&["start", id]);
+    assert!(out.status.success(), "start: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "running");
+    let out = setup.oci(&["start", id]);
+    assert!(text(&out).1.contains("already running"), "{:?}", text(&out));
+    let out = setup.oci(&["delete", id]);
+    assert!(
+        !out.status.success(),
+        "delete of a running container without --force"
+    );
+    assert!(text(&out).1.contains("not stopped"), "{:?}", text(&out));
+    let out = setup.oci(&["exec", id, "/m.wasm"]);
+    assert!(
+        text(&out).1.contains("not supported for WebAssembly"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = setup.oci(&["kill", id, "TERM"]);
+    assert!(out.status.success(), "kill: {:?}", text(&out));
+    assert_eq!(
+        reap(pid),
+        WaitStatus::Signaled(Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM, false)
+    );
+    assert_eq!(setup.state(id)["status"], "stopped");
+    let out = setup.oci(&["kill", id, "KILL"]);
+    assert!(text(&out).1.contains("not running"), "{:?}", text(&out));
+    let out = setup.oci(&["delete", id]);
+    assert!(out.status.success(), "delete: {:?}", text(&out));
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn concurrent_deletes_and_kills_leave_one_clean_end() {
+    let setup = Setup::new();
+    let id = "race";
+    let bundle = setup.bundle(id, &looping());
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create: {:?}", text(&out));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(setup.oci(&["start", id]).status.success());
+
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let setup = &setup;
+                s.spawn(move || {
+                    if i % 2 == 0 {
+                        setup.oci(&["delete", "--force", id])
+                    } else {
+                        setup.oci(&["kill", id, "KILL"])
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Every delete ends well (the late ones find nothing to delete, as with
+    // runc); a kill either lands or finds the container gone.
+    for (i, out) in outputs.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(out.status.success(), "delete {i}: {:?}", text(out));
+        }
+    }
+    assert!(matches!(
+        reap(pid),
+        WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)
+    ));
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn deleting_a_created_container_kills_it() {
+    let setup = Setup::new();
+    let id = "unstarted";
+    let bundle = setup.bundle(id, &looping());
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create: {:?}", text(&out));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let out = setup.oci(&["delete", id]);
+    assert!(out.status.success(), "delete: {:?}", text(&out));
+    assert!(matches!(
+        reap(pid),
+        WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)
+    ));
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn bad_module_is_named_in_stderr_and_json_log_and_leaves_nothing() {
+    let setup = Setup::new();
+    let id = "corrupt";
+    let bundle = setup.bundle(id, b"\0asm\x01\0\0\0\x01\xffgarbage");
+    let out = setup.oci(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    assert!(!out.status.success());
+    let message = "/m.wasm is not a valid WebAssembly module";
+    assert!(text(&out).1.contains(message), "{:?}", text(&out));
+    // containerd's runc shim reports the last "error" record of the JSON log.
+    let log = std::fs::read_to_string(setup.log()).unwrap();
+    let last_error = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["level"] == "error")
+        .expect("an error record in the log");
+    assert!(
+        last_error["msg"].as_str().unwrap().contains(message),
+        "{log}"
+    );
+    assert!(!setup.state_dir(id).exists());
+    assert!(cgroup_dirs(id).is_empty(), "{:?}", cgroup_dirs(id));
+    assert!(
+        wasmshim_integration::processes_mentioning(&format!("__wasmshim_worker {id}")).is_empty()
+    );
+}
+
+#[test]
+fn ids_that_leave_the_root_are_refused() {
+    let setup = Setup::new();
+    let bundle = setup.bundle("x", &looping());
+    let out = setup.oci(&["create", "--bundle", bundle.to_str().unwrap(), "../escape"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("invalid container id"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!setup.dir.path().join("escape").exists());
+}
