@@ -44,6 +44,9 @@ const CRI_CONFIG: &str = r#"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
+  # The default handler, which the CRI plugin requires to be declared.
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
 {runtimes}"#;
 
 /// A CNI config of the `loopback` plugin only: nothing routes beyond 127.0.0.1.
@@ -497,6 +500,11 @@ fn pod_checks(
             "the Wasm container's {kind} namespace is not the sandbox's"
         );
     }
+    // ... which are the pod's own, not the machine's (the test's).
+    ensure!(
+        namespace(&worker, "ipc")? != namespace("self", "ipc")?,
+        "the pod shares the machine's IPC namespace"
+    );
     ensure!(
         namespace(&worker, "net")? != namespace("self", "net")?,
         "the pod runs in the machine's network namespace, not the test's private one"
@@ -551,6 +559,11 @@ fn pod_checks(
     ensure!(
         lines == ["exiting with 7"],
         "exiter.log holds {lines:?}, not the module's output"
+    );
+    eprintln!(
+        "pod {pod}: pause {pause}, Wasm worker {worker} in {}, {used} bytes of memory, exit code {}",
+        namespace(&worker, "ipc")?.display(),
+        status.exit_code
     );
     Ok(())
 }

@@ -109,6 +109,8 @@ pub struct FakeProcess {
     hold: Mutex<bool>,
     start_called: Notify,
     released: Notify,
+    /// Pause (true) and resume (false) requests that reached the process.
+    freezes: Mutex<Vec<bool>>,
 }
 
 impl FakeProcess {
@@ -141,6 +143,11 @@ impl FakeProcess {
     pub fn release_start(&self) {
         self.released.notify_one();
     }
+
+    /// Pauses (true) and resumes (false) that reached the process, in order.
+    pub fn freezes(&self) -> Vec<bool> {
+        self.freezes.lock().unwrap().clone()
+    }
 }
 
 struct SharedProcess(Arc<FakeProcess>);
@@ -158,6 +165,16 @@ impl ContainerProcess for SharedProcess {
             self.0.start_called.notify_one();
             self.0.released.notified().await;
         }
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.0.freezes.lock().unwrap().push(true);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.0.freezes.lock().unwrap().push(false);
         Ok(())
     }
 

@@ -403,12 +403,24 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        let container = self.get(&req.id, "")?;
+        let entry = self.entry(&req.id, "")?;
+        // The container's process, then its execs that run.
+        let mut pids = vec![entry.container.pid()];
+        pids.extend(
+            entry
+                .execs()
+                .values()
+                .filter(|exec| exec.container.status() == Status::Running)
+                .map(|exec| exec.container.pid()),
+        );
         Ok(api::PidsResponse {
-            processes: vec![ProcessInfo {
-                pid: container.pid(),
-                ..Default::default()
-            }],
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         })
     }
