@@ -389,17 +389,33 @@ impl Container {
         info
     }
 
-    /// Sends `signal` to the process unless it has already exited.
-    pub fn kill(&self, signal: u32) -> Result<()> {
-        if let State::Stopped = &*self.lock() {
-            return Err(Error::NotFound(format!(
-                "container {}: process already finished",
-                self.id
-            )));
-        }
+    /// Sends `signal` to the process unless it has already exited. SIGKILL
+    /// to a paused container thaws it too, as runc does: a frozen process
+    /// cannot die.
+    pub async fn kill(&self, signal: u32) -> Result<()> {
+        let paused = match &*self.lock() {
+            State::Stopped => {
+                return Err(Error::NotFound(format!(
+                    "container {}: process already finished",
+                    self.id
+                )))
+            }
+            State::Paused => true,
+            _ => false,
+        };
         // The process handle signals through a pidfd: should the exit be recorded
         // meanwhile, the signal still cannot reach another process.
-        self.process.signal(signal)
+        self.process.signal(signal)?;
+        if paused && signal == libc::SIGKILL as u32 {
+            if let Err(e) = self.process.resume().await {
+                log::warn!(
+                    "container {}: thawing after SIGKILL: {}",
+                    self.id,
+                    e.message()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the process has exited.
@@ -424,7 +440,7 @@ impl Container {
             }
             Status::Created => {
                 // A created process waits for Start: ending it is part of deleting it.
-                match self.kill(libc::SIGKILL as u32) {
+                match self.kill(libc::SIGKILL as u32).await {
                     Ok(()) | Err(Error::NotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -516,11 +532,11 @@ mod tests {
         let iso = Arc::new(FakeIsolation::default());
         let (c, _bundle) = created(&iso).await;
         c.start().await.unwrap();
-        c.kill(15).unwrap();
+        c.kill(15).await.unwrap();
         assert_eq!(iso.process("c1").signals(), vec![15]);
         iso.process("c1").exit(143);
         assert_eq!(c.wait().await.status, 143);
-        assert!(matches!(c.kill(9), Err(Error::NotFound(_))));
+        assert!(matches!(c.kill(9).await, Err(Error::NotFound(_))));
         assert_eq!(iso.process("c1").signals(), vec![15]);
     }
 

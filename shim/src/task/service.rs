@@ -45,15 +45,15 @@ struct Entry {
 
 impl Entry {
     /// The entry of `container`, whose `/tasks/exit` (for `container_id`) is
-    /// published as soon as it exits; `create_event` is held while the
-    /// event of its creation goes out.
-    async fn watched(
+    /// published as soon as it exits, but not before the returned guard, held
+    /// while the event of its creation goes out, is dropped.
+    fn watched(
         events: &Arc<dyn EventSink>,
         container_id: &str,
         container: Arc<Container>,
     ) -> (Arc<Entry>, tokio::sync::OwnedMutexGuard<()>) {
         let order = Arc::new(tokio::sync::Mutex::new(()));
-        let create_event = order.clone().lock_owned().await;
+        let create_event = order.clone().try_lock_owned().expect("a new mutex is free");
         let exit_event = tokio::spawn(publish_exit(
             events.clone(),
             container_id.to_string(),
@@ -173,7 +173,7 @@ impl TaskService {
             }
         };
         let pid = container.pid();
-        let (entry, create_event) = Entry::watched(&self.events, id, container).await;
+        let (entry, create_event) = Entry::watched(&self.events, id, container);
         self.containers().insert(id.to_string(), Some(entry));
         self.events
             .publish(
@@ -349,7 +349,7 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.get(&req.id, &req.exec_id)?;
         log::info!("container {}: kill with signal {}", req.id, req.signal);
-        container.kill(req.signal)?;
+        container.kill(req.signal).await?;
         Ok(api::Empty::default())
     }
 
@@ -382,7 +382,8 @@ impl Task for TaskService {
         let exit = container.exit();
         let stdio = container.stdio();
         Ok(api::StateResponse {
-            id: req.id.clone(),
+            // The exec id for an exec.
+            id: container.id().to_string(),
             bundle: container.bundle().to_string_lossy().into_owned(),
             pid: container.pid(),
             status: status.into(),

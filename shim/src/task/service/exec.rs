@@ -36,16 +36,23 @@ impl TaskService {
             .container
             .exec(exec_id, &process, stdio, req.terminal)
             .await?;
-        let (entry, added_event) = Entry::watched(&self.events, id, exec).await;
-        {
+        let added = {
             let mut execs = parent.execs();
             if execs.contains_key(exec_id) {
-                return Err(Error::AlreadyExists(format!(
-                    "exec {exec_id} of container {id} already exists"
-                )));
+                None
+            } else {
+                let (entry, added_event) = Entry::watched(&self.events, id, exec.clone());
+                execs.insert(exec_id.to_string(), entry);
+                Some(added_event)
             }
-            execs.insert(exec_id.to_string(), entry);
-        }
+        };
+        let Some(added_event) = added else {
+            // Lost a race with an Exec of the same id: this one never runs.
+            let _ = exec.kill(libc::SIGKILL as u32).await;
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id} of container {id} already exists"
+            )));
+        };
         self.events
             .publish(
                 topics::TASK_EXEC_ADDED_EVENT_TOPIC,

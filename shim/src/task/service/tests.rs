@@ -277,7 +277,7 @@ async fn exec_into_wasm_and_tty_are_refused_with_their_reason() {
         "{message}"
     );
     let mut no_args = exec_request("c1", "e2");
-    no_args.spec.as_mut().unwrap().value = br#"{"cwd":"/"}"#.to_vec();
+    no_args.spec.as_mut().unwrap().value = br#"{"cwd":"/","user":{"uid":0,"gid":0}}"#.to_vec();
     let (code, message) = status(h.service.exec(&ctx(), no_args).await);
     assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
     assert!(message.contains("no args"), "{message}");
@@ -393,4 +393,30 @@ async fn kill_and_wait_report_the_signal_status() {
     assert_eq!(state.exit_status, 143);
     let (code, _) = status(h.service.kill(&ctx(), kill).await);
     assert_eq!(code, ttrpc::Code::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn sigkill_to_a_paused_container_thaws_it() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    let pause = api::PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    h.service.pause(&ctx(), pause).await.unwrap();
+    let kill = api::KillRequest {
+        id: "c1".into(),
+        signal: libc::SIGKILL as u32,
+        ..Default::default()
+    };
+    h.service.kill(&ctx(), kill).await.unwrap();
+    // A frozen process cannot die: the kill resumed it.
+    assert_eq!(h.iso.process("c1").freezes(), vec![true, false]);
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.service.wait(&ctx(), wait).await.unwrap().exit_status, 137);
+    assert_eq!(h.delete("c1").await.unwrap().exit_status, 137);
 }
