@@ -500,6 +500,16 @@ fn pod_checks(
             "the Wasm container's {kind} namespace is not the sandbox's"
         );
     }
+    // It sits under the pod's cgroup parent, beside the sandbox.
+    for pid in [&worker, &pause] {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        ensure!(
+            cgroups.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(
+                |path| path.starts_with(&format!("{}/", sandbox_cgroup_parent(sandbox_config)))
+            ),
+            "process {pid} is not under the pod's cgroup parent: {cgroups}"
+        );
+    }
     // ... which are the pod's own, not the machine's (the test's).
     ensure!(
         namespace(&worker, "ipc")? != namespace("self", "ipc")?,
@@ -566,6 +576,15 @@ fn pod_checks(
         status.exit_code
     );
     Ok(())
+}
+
+/// The cgroup parent the pod was configured with.
+fn sandbox_cgroup_parent(config: &cri::PodSandboxConfig) -> &str {
+    config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.as_str())
+        .unwrap_or_default()
 }
 
 /// Waits (a few seconds at most) until the removed pod left nothing: no shim

@@ -132,6 +132,9 @@ pub fn busybox_exec(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
             "pid 1 of the exec's namespace is not the container's sleep: {:?}",
             text(&out)
         );
+        // A program that is not there is named, as runc names it.
+        let out = exec(env, id, "nope", &["/bin/nope"]);
+        expect_error(&out, "/bin/nope")?;
         // The same exec id again, once deleted, is a new process.
         let out = exec(env, id, "x", &["true"]);
         ensure!(out.status.success(), "second exec x: {:?}", text(&out));
