@@ -420,3 +420,79 @@ async fn sigkill_to_a_paused_container_thaws_it() {
     assert_eq!(h.service.wait(&ctx(), wait).await.unwrap().exit_status, 137);
     assert_eq!(h.delete("c1").await.unwrap().exit_status, 137);
 }
+
+#[tokio::test]
+async fn an_exec_runs_beside_its_container_with_the_runc_shims_events() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    h.iso.process("c1").allow_exec();
+    h.service
+        .exec(&ctx(), exec_request("c1", "e1"))
+        .await
+        .unwrap();
+    let (code, _) = status(h.service.exec(&ctx(), exec_request("c1", "e1")).await);
+    assert_eq!(code, ttrpc::Code::ALREADY_EXISTS);
+    let start = api::StartRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let pid = h.service.start(&ctx(), start).await.unwrap().pid;
+    let state = api::StateRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let exec_state = h.service.state(&ctx(), state.clone()).await.unwrap();
+    assert_eq!((exec_state.id.as_str(), exec_state.pid), ("e1", pid));
+    assert_eq!(exec_state.status, api::Status::RUNNING.into());
+    let pids = api::PidsRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let listed: Vec<u32> = h
+        .service
+        .pids(&ctx(), pids)
+        .await
+        .unwrap()
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(listed, vec![h.state("c1").await.unwrap().pid, pid]);
+
+    h.iso.process("c1").exec_process("e1").exit(3);
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.service.wait(&ctx(), wait).await.unwrap().exit_status, 3);
+    let delete = api::DeleteRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.service.delete(&ctx(), delete).await.unwrap().exit_status,
+        3
+    );
+    let (code, _) = status(h.service.state(&ctx(), state).await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    // The container runs on; the exec had no /tasks/delete of its own.
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::RUNNING.into()
+    );
+    assert_eq!(
+        h.events(),
+        vec![
+            "/tasks/create".to_string(),
+            "/tasks/start".to_string(),
+            "/tasks/exec-added".to_string(),
+            "/tasks/exec-started".to_string(),
+            "/tasks/exit 3".to_string(),
+        ]
+    );
+}
