@@ -392,15 +392,19 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
     let removed = cri.call("RemovePodSandbox", |mut c| async move {
         c.remove_pod_sandbox(request).await
     });
-    result?;
-    stopped?;
-    removed?;
-    let left = wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers);
+    let left = if result.is_ok() && stopped.is_ok() && removed.is_ok() {
+        wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers)
+    } else {
+        Ok(())
+    };
     // The pod's parent cgroup is the test's own (the kubelet makes it); rmdir
     // only removes it empty.
     for dir in cgroup_dirs(&cgroup_parent, "") {
         let _ = std::fs::remove_dir(dir);
     }
+    result?;
+    stopped?;
+    removed?;
     left?;
     let netns_after = list_dir("/run/netns");
     ensure!(
