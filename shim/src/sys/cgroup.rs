@@ -270,4 +270,65 @@ mod tests {
         }
         let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit");
     }
+
+    /// Needs root and a cgroup hierarchy: freezes a real cgroup holding a
+    /// child (the freezer says FROZEN), thaws it; a cgroup that does not
+    /// exist is refused with the reason. Its parent is its own: the other
+    /// real-cgroup test removes `/wasmshim-unit` when it ends.
+    #[test]
+    fn real_cgroup_freezes_and_thaws_and_none_is_refused() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let id = format!("wasmshim-unit-freeze-{}", std::process::id());
+        let plan = |id: &str| CgroupPlan {
+            path: CgroupsPath::parse(&format!("/wasmshim-unit-freezer/{id}"), id).unwrap(),
+            resources: Default::default(),
+        };
+        let missing = Cgroup::open(&plan("no-such-container"), "no-such-container").unwrap();
+        let err = missing.freeze(true).unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+        assert!(
+            err.message().contains("cannot be paused"),
+            "{}",
+            err.message()
+        );
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let cgroup = Cgroup::join(&plan(&id), &id, child.id()).unwrap();
+        let dir = cgroup.freezer_dir.clone().unwrap();
+        let state = || {
+            if cgroup.unified {
+                std::fs::read_to_string(dir.join("cgroup.events"))
+                    .unwrap()
+                    .lines()
+                    .find(|l| l.starts_with("frozen "))
+                    .map(|l| if l == "frozen 1" { "FROZEN" } else { "THAWED" })
+                    .unwrap()
+                    .to_string()
+            } else {
+                std::fs::read_to_string(dir.join("freezer.state"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            }
+        };
+        cgroup.freeze(true).unwrap();
+        let frozen = state();
+        cgroup.freeze(false).unwrap();
+        let thawed = state();
+        let _ = child.kill();
+        let _ = child.wait();
+        cgroup.remove().unwrap();
+        for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(controller.path().join("wasmshim-unit-freezer"));
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit-freezer");
+        assert_eq!(frozen, "FROZEN");
+        assert_eq!(thawed, "THAWED");
+    }
 }
