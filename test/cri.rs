@@ -14,21 +14,22 @@
 //! Needs root, containerd + runc, clang + wasi-libc, busybox-static, iproute2
 //! and containernetworking-plugins (`make test` installs them).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use libtest_mimic::{Arguments, Failed, Trial};
-use tonic::transport::{Channel, Endpoint, Uri};
 use wasmshim_cli::image::{ImageSpec, LayerEntry};
 use wasmshim_integration::{
     busybox_image, engines, modules, processes_mentioning, runtime, wasm_image, Containerd, Options,
 };
+
+#[path = "cri/client.rs"]
+mod client;
+
+use client::{cri_log, info_pid, namespace, wait_for_log_line, Cri};
 
 /// The containerd namespace of the CRI plugin.
 const K8S_NAMESPACE: &str = "k8s.io";
@@ -189,148 +190,6 @@ fn pause_image(dir: &Path) -> anyhow::Result<ImageSpec> {
     })
 }
 
-/// A CRI client (the kubelet's side) over containerd's unix socket.
-struct Cri {
-    runtime: tokio::runtime::Runtime,
-    client: RuntimeServiceClient<Channel>,
-}
-
-impl Cri {
-    fn connect(socket: &Path) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let socket = socket.to_path_buf();
-        // The URI is required by tonic and unused: the connector dials the socket.
-        let channel =
-            runtime.block_on(Endpoint::try_from("http://[::]")?.connect_with_connector(
-                tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(socket).await?,
-                        ))
-                    }
-                }),
-            ))?;
-        Ok(Cri {
-            runtime,
-            client: RuntimeServiceClient::new(channel),
-        })
-    }
-
-    /// Runs one CRI call to its end.
-    fn call<T, F>(
-        &self,
-        what: &str,
-        call: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
-    ) -> anyhow::Result<T>
-    where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.runtime
-            .block_on(call(self.client.clone()))
-            .map(tonic::Response::into_inner)
-            .map_err(|s| anyhow::anyhow!("{what}: {:?}: {}", s.code(), s.message()))
-    }
-
-    fn container_status(&self, id: &str) -> anyhow::Result<cri::ContainerStatusResponse> {
-        let request = cri::ContainerStatusRequest {
-            container_id: id.to_string(),
-            verbose: true,
-        };
-        self.call("ContainerStatus", |mut c| async move {
-            c.container_status(request).await
-        })
-    }
-
-    /// Waits until container `id` is in `state`; returns its status.
-    fn wait_for_state(
-        &self,
-        id: &str,
-        state: cri::ContainerState,
-        limit: Duration,
-    ) -> anyhow::Result<cri::ContainerStatusResponse> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let response = self.container_status(id)?;
-            let status = response.status.as_ref().context("no status")?;
-            if status.state == state as i32 {
-                return Ok(response);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "container {id} is {:?} after {limit:?}, not {state:?}: {} {}",
-                cri::ContainerState::try_from(status.state),
-                status.reason,
-                status.message
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// The `pid` of a verbose status's `info` JSON (containerd's CRI puts it there).
-fn info_pid(info: &HashMap<String, String>) -> anyhow::Result<u32> {
-    let json: serde_json::Value =
-        serde_json::from_str(info.get("info").context("no verbose info")?)?;
-    json["pid"]
-        .as_u64()
-        .filter(|&pid| pid > 0)
-        .map(|pid| pid as u32)
-        .with_context(|| format!("no pid in the verbose info: {json}"))
-}
-
-/// The inode of a namespace link such as `/proc/<pid>/ns/ipc`.
-fn namespace(pid: &str, kind: &str) -> anyhow::Result<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
-        .with_context(|| format!("reading /proc/{pid}/ns/{kind}"))
-}
-
-/// The contents of the lines of a CRI log file, each checked to be in the
-/// CRI format `<RFC 3339 time> <stdout|stderr> <F|P> <text>`.
-fn cri_log(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            let mut parts = line.splitn(4, ' ');
-            let (time, stream, tag, content) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            let time_ok = time.len() >= 20
-                && time.as_bytes()[4] == b'-'
-                && time.as_bytes()[10] == b'T'
-                && (time.ends_with('Z') || time.contains('+'));
-            ensure!(
-                time_ok && ["stdout", "stderr"].contains(&stream) && ["F", "P"].contains(&tag),
-                "{}: not in the CRI log format: {line:?}",
-                path.display()
-            );
-            Ok(content.to_string())
-        })
-        .collect()
-}
-
-/// Waits until the CRI log at `path` has a line equal to `expected`.
-fn wait_for_log_line(path: &Path, expected: &str, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let lines = cri_log(path)?;
-        if lines.iter().any(|l| l == expected) {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{} has no line {expected:?} after {limit:?}: {lines:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
     let cri = &env.client;
     let logs = env.dir.path().join(format!("logs-{engine}"));
@@ -434,10 +293,15 @@ fn pod_checks(
     })?;
     let pause = info_pid(&sandbox.info)?;
     pids.push(pause);
-    ensure!(
-        std::fs::read(format!("/proc/{pause}/cmdline"))?.starts_with(b"/pause"),
-        "the sandbox's process {pause} is not /pause"
-    );
+    // runc start returns before runc's init has exec'd the program.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read(format!("/proc/{pause}/cmdline"))?.starts_with(b"/pause") {
+        ensure!(
+            Instant::now() < deadline,
+            "the sandbox's process {pause} is not /pause"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let start = |name: &str, image_name: &str, command: &[&str], args: &[&str]| {
         let request = cri::CreateContainerRequest {

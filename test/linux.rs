@@ -124,14 +124,22 @@ pub fn busybox_exec(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
             stdout.contains("hi from exec"),
             "the exec's output is missing: {stdout:?} {stderr:?}"
         );
-        // The exec runs inside the container: it sees the container's init as pid 1.
-        let out = exec(env, id, "ps1", &["cat", "/proc/1/cmdline"]);
-        let (stdout, _) = text(&out);
-        ensure!(
-            out.status.success() && stdout.starts_with("sleep"),
-            "pid 1 of the exec's namespace is not the container's sleep: {:?}",
-            text(&out)
-        );
+        // The exec runs inside the container: it sees the container's init as
+        // pid 1 (once runc's init has exec'd it: runc start does not wait).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = exec(env, id, "ps1", &["cat", "/proc/1/cmdline"]);
+            let (stdout, _) = text(&out);
+            if out.status.success() && stdout.starts_with("sleep") {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "pid 1 of the exec's namespace is not the container's sleep: {:?}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // A program that is not there is named, as runc names it.
         let out = exec(env, id, "nope", &["/bin/nope"]);
         expect_error(&out, "/bin/nope")?;
