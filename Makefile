@@ -10,7 +10,8 @@ RELEASE := target/release
 # Debian packages the build, the tests and the demo need.
 APT_PACKAGES := containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 \
                 busybox-static protobuf-compiler pkg-config ca-certificates \
-                libseccomp-dev util-linux docker.io podman
+                libseccomp-dev util-linux iproute2 containernetworking-plugins \
+                docker.io podman
 
 # WasmEdge is built only where libwasmedge is found (WASMEDGE_DIR, or where wasmedge-sys looks).
 WASMEDGE_DIR ?= $(firstword $(foreach d,/usr/local $(HOME)/.wasmedge,$(if $(wildcard $(d)/include/wasmedge/wasmedge.h),$(d))))

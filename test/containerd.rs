@@ -57,6 +57,9 @@ const CASES: &[(&str, Case)] = &[
     ("linux_signals", linux::busybox_signals),
     ("linux_metrics", linux::busybox_metrics),
     ("linux_missing_program", linux::missing_program_is_named),
+    ("linux_exec", linux::busybox_exec),
+    ("linux_pause_resume", linux::busybox_pause_resume),
+    ("wasm_pause_resume", linux::wasm_pause_resume),
     ("error_missing_module", error_missing_module),
     ("error_missing_function", error_missing_function),
     ("error_corrupt_module", error_corrupt_module),
@@ -177,6 +180,7 @@ fn setup() -> anyhow::Result<()> {
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
     for name in [
         "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "cat", "alloc",
+        "ticker",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         let env: &[&str] = if name == "args" {
@@ -847,9 +851,7 @@ fn refusals_name_their_reason(env: &Env, rt: &str, id: &str) -> anyhow::Result<(
         let exec = env
             .containerd
             .ctr(&["task", "exec", "--exec-id", "e1", id, "/sleep.wasm", "1"]);
-        expect_error(&exec, "exec is not supported by this shim")?;
-        let pause = env.containerd.ctr(&["task", "pause", id]);
-        expect_error(&pause, "pause is not supported by this shim")?;
+        expect_error(&exec, "exec into a WebAssembly container is not supported")?;
         wait_for_status(env, id, "RUNNING", Duration::from_secs(1))
     })();
     remove(env, id);

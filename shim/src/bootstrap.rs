@@ -14,6 +14,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, StartOpts};
 
 use crate::instance::Launcher;
+use crate::sys::freezer::Freezable;
 use crate::sys::process::ProcessIsolation;
 use crate::sys::runc::RuncIsolation;
 use crate::task::events::{timestamp, ContainerdEvents};
@@ -39,10 +40,11 @@ pub struct ShimMain {
 
 impl ShimMain {
     /// The composition of the lifecycle: Wasm containers in workers of this
-    /// binary, Linux containers through runc.
+    /// binary (paused by their cgroup's freezer), Linux containers through runc.
     fn launcher(&self) -> Launcher {
         let wasm = ProcessIsolation::current_exe().expect("the shim binary has a path");
-        Launcher::new(Arc::new(wasm)).with_linux(Arc::new(RuncIsolation::new(&self.namespace)))
+        Launcher::new(Arc::new(Freezable::new(Arc::new(wasm))))
+            .with_linux(Arc::new(RuncIsolation::new(&self.namespace)))
     }
 }
 

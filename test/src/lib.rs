@@ -161,6 +161,32 @@ pub fn runtime(engine: &str) -> String {
     format!("io.containerd.{engine}.v1")
 }
 
+/// How [`Containerd::start_with`] starts the daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// containerd's log level (shim logs included at `debug`).
+    pub level: String,
+    /// Added to the daemon's environment, which its shims inherit.
+    pub env: Vec<(String, String)>,
+    /// TOML appended to the daemon's config. `Some`: the CRI plugin stays
+    /// enabled (else it is disabled).
+    pub cri_config: Option<String>,
+    /// Runs the daemon, and so its shims and host-network pods, in a network
+    /// namespace of its own where only `lo` is up.
+    pub private_network: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            level: "debug".into(),
+            env: Vec::new(),
+            cri_config: None,
+            private_network: false,
+        }
+    }
+}
+
 /// A containerd daemon private to this process.
 pub struct Containerd {
     dir: tempfile::TempDir,
@@ -184,21 +210,40 @@ impl Containerd {
     /// environment (which its shims inherit). The shims' module cache is
     /// [`Containerd::cache_dir`], private to this containerd.
     pub fn start_with_env(level: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(&Options {
+            level: level.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Options::default()
+        })
+    }
+
+    /// Starts containerd as `options` say.
+    pub fn start_with(options: &Options) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("wasmshim-containerd.")
             .tempdir()?;
         let root = dir.path();
         let socket = root.join("containerd.sock");
-        let config = format!(
+        let mut config = format!(
             "version = 2\n\
              root = \"{root}/root\"\n\
              state = \"{root}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{sock}\"\n\
              [debug]\n  level = \"{level}\"\n",
             root = root.display(),
-            sock = socket.display()
+            sock = socket.display(),
+            level = options.level,
         );
+        match &options.cri_config {
+            Some(cri) => config.push_str(cri),
+            None => config.insert_str(
+                config.find("[grpc]").expect("in the config"),
+                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+            ),
+        }
         std::fs::write(root.join("config.toml"), config)?;
         std::fs::create_dir(root.join("fifo"))?;
         let log = std::fs::File::create(root.join("containerd.log"))?;
@@ -207,17 +252,32 @@ impl Containerd {
             bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let daemon = Command::new("containerd")
+        let mut command = if options.private_network {
+            // unshare and sh exec containerd: the child's pid is the daemon's.
+            let mut command = Command::new("unshare");
+            command.args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\" \"$@\"",
+                "containerd",
+            ]);
+            command
+        } else {
+            Command::new("containerd")
+        };
+        let daemon = command
             .arg("--config")
             .arg(root.join("config.toml"))
             .env("PATH", path)
             .env("WASMSHIM_CACHE_DIR", root.join("cache"))
-            .envs(env.iter().copied())
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting containerd (apt-get install containerd runc)")?;
+            .context("starting containerd (apt-get install containerd runc iproute2)")?;
         let containerd = Containerd {
             dir,
             daemon: std::sync::Mutex::new(daemon),
@@ -234,6 +294,19 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(containerd)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.daemon
+            .lock()
+            .map(|d| d.id())
+            .unwrap_or_else(|e| e.into_inner().id())
+    }
+
+    /// containerd's socket (gRPC: its own API and, when enabled, the CRI).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The temp dir holding root, state, socket, fifos and the log.
@@ -258,11 +331,16 @@ impl Containerd {
 
     /// `ctr` against this containerd, in [`NAMESPACE`].
     pub fn ctr_command(&self, args: &[&str]) -> Command {
+        self.ctr_command_in(NAMESPACE, args)
+    }
+
+    /// `ctr` against this containerd, in containerd namespace `namespace`.
+    pub fn ctr_command_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
-            .arg(NAMESPACE)
+            .arg(namespace)
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -288,9 +366,21 @@ impl Containerd {
 
     /// Writes `image` as an archive and imports it.
     pub fn import(&self, image: &ImageSpec) -> anyhow::Result<()> {
+        self.import_into(NAMESPACE, image)
+    }
+
+    /// Writes `image` as an archive and imports it into containerd namespace
+    /// `namespace` (`k8s.io` for the CRI).
+    pub fn import_into(&self, namespace: &str, image: &ImageSpec) -> anyhow::Result<()> {
         let tar = self.dir.path().join("image.tar");
         image.write_archive(std::fs::File::create(&tar)?)?;
-        let out = self.ctr(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+        let out = self
+            .ctr_command_in(
+                namespace,
+                &["image", "import", "--all-platforms", tar.to_str().unwrap()],
+            )
+            .output()
+            .context("running ctr (apt-get install containerd)")?;
         std::fs::remove_file(&tar)?;
         if !out.status.success() {
             bail!(
@@ -376,11 +466,7 @@ impl Containerd {
     /// command line names our socket) and their workers.
     pub fn processes(&self) -> Vec<u32> {
         let dir = self.dir.path().to_string_lossy().into_owned();
-        let daemon = self
-            .daemon
-            .lock()
-            .map(|d| d.id())
-            .unwrap_or_else(|e| e.into_inner().id());
+        let daemon = self.pid();
         let mut found: Vec<u32> = processes_mentioning(&dir)
             .into_iter()
             .filter(|&pid| pid != daemon)

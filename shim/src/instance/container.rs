@@ -1,6 +1,8 @@
-//! [`Container`]: one container's life, created → running → stopped, and the
-//! steps that move it: create (mount the rootfs, read the bundle, create the
-//! process), start, kill, wait and delete (unmount, release).
+//! [`Container`]: one container's life, created → running (⇄ paused) →
+//! stopped, and the steps that move it: create (mount the rootfs, read the
+//! bundle, create the process), start, pause/resume, kill, wait and delete
+//! (unmount, release). An exec (`ctr task exec`) is a [`Container`] too, made
+//! by [`Container::exec`]: the same states for its one process.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::oci;
 use crate::sys::{
-    rootfs, CgroupStats as Stats, ContainerProcess, Isolation, ProcessRequest, StdioPaths,
+    rootfs, CgroupStats as Stats, ContainerProcess, ExecRequest, Isolation, ProcessRequest,
+    Spawned, StdioPaths,
 };
 
 /// Where a container is in its life.
@@ -22,6 +25,8 @@ pub enum Status {
     Created,
     /// The module is running.
     Running,
+    /// Its processes are frozen (Pause) until Resume.
+    Paused,
     /// The process has exited.
     Stopped,
 }
@@ -156,21 +161,13 @@ impl Launcher {
                 return Err(e);
             }
         };
-        let container = Arc::new(Container::new(
+        Ok(Container::watched(
             request.id,
             request.bundle,
             rootfs,
             stdio,
-            spawned.process,
-        ));
-        let watched = container.clone();
-        let exit = spawned.exit;
-        tokio::spawn(async move {
-            let status = exit.await;
-            watched.set_exited(status);
-            log::info!("container {}: exited with status {status}", watched.id());
-        });
-        Ok(container)
+            spawned,
+        ))
     }
 }
 
@@ -179,6 +176,9 @@ enum State {
     /// A Start request is handing control to the process.
     Starting,
     Running,
+    /// A Pause or Resume request is under way (from running or paused).
+    Freezing,
+    Paused,
     Stopped,
 }
 
@@ -213,6 +213,59 @@ impl Container {
         }
     }
 
+    /// A container of `spawned`, whose exit is recorded as soon as it happens.
+    fn watched(
+        id: String,
+        bundle: PathBuf,
+        rootfs: Option<PathBuf>,
+        stdio: StdioPaths,
+        spawned: Spawned,
+    ) -> Arc<Container> {
+        let container = Arc::new(Container::new(id, bundle, rootfs, stdio, spawned.process));
+        let watched = container.clone();
+        let exit = spawned.exit;
+        tokio::spawn(async move {
+            let status = exit.await;
+            watched.set_exited(status);
+            log::info!("process {}: exited with status {status}", watched.id());
+        });
+        container
+    }
+
+    /// Prepares process `exec_id` (`ctr task exec`) in this running
+    /// container, with its own stdio; it runs at its [`Container::start`].
+    /// Its id is `exec_id`.
+    pub async fn exec(
+        &self,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: StdioPaths,
+        terminal: bool,
+    ) -> Result<Arc<Container>> {
+        oci::check_no_terminal(terminal)?;
+        if self.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running: cannot exec into it",
+                self.id
+            )));
+        }
+        let spawned = self
+            .process
+            .exec(&ExecRequest {
+                exec_id,
+                process,
+                stdio: &stdio,
+            })
+            .await?;
+        Ok(Container::watched(
+            exec_id.to_string(),
+            self.bundle.clone(),
+            None,
+            stdio,
+            spawned,
+        ))
+    }
+
     /// The container id.
     pub fn id(&self) -> &str {
         &self.id
@@ -237,7 +290,8 @@ impl Container {
     pub fn status(&self) -> Status {
         match &*self.lock() {
             State::Created | State::Starting => Status::Created,
-            State::Running => Status::Running,
+            State::Running | State::Freezing => Status::Running,
+            State::Paused => Status::Paused,
             State::Stopped => Status::Stopped,
         }
     }
@@ -254,7 +308,7 @@ impl Container {
             let refusal = match &*state {
                 State::Created => None,
                 State::Starting => Some("is already starting"),
-                State::Running => Some("is already running"),
+                State::Running | State::Freezing | State::Paused => Some("is already running"),
                 State::Stopped => Some("has already exited"),
             };
             if let Some(why) = refusal {
@@ -278,6 +332,51 @@ impl Container {
         result.map(|()| self.pid())
     }
 
+    /// Freezes every process of the container: running → paused.
+    pub async fn pause(&self) -> Result<()> {
+        self.freeze(true).await
+    }
+
+    /// Thaws a paused container: paused → running.
+    pub async fn resume(&self) -> Result<()> {
+        self.freeze(false).await
+    }
+
+    async fn freeze(&self, pause: bool) -> Result<()> {
+        {
+            let mut state = self.lock();
+            let refusal = match (&*state, pause) {
+                (State::Running, true) | (State::Paused, false) => None,
+                (State::Paused, true) => Some("is already paused"),
+                (State::Running, false) => Some("is not paused"),
+                (State::Freezing, _) => Some("is being paused or resumed"),
+                (State::Created | State::Starting, _) => Some("is not running"),
+                (State::Stopped, _) => Some("has already exited"),
+            };
+            if let Some(why) = refusal {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} {why}",
+                    self.id
+                )));
+            }
+            *state = State::Freezing;
+        }
+        let result = if pause {
+            self.process.pause().await
+        } else {
+            self.process.resume().await
+        };
+        let mut state = self.lock();
+        // The process may have exited meanwhile; its exit wins.
+        if let State::Freezing = &*state {
+            *state = match (result.is_ok(), pause) {
+                (true, true) | (false, false) => State::Paused,
+                (true, false) | (false, true) => State::Running,
+            };
+        }
+        result
+    }
+
     /// Records the process's exit (any state → stopped) and wakes every waiter.
     fn set_exited(&self, status: u32) -> ExitInfo {
         let info = ExitInfo {
@@ -290,17 +389,33 @@ impl Container {
         info
     }
 
-    /// Sends `signal` to the process unless it has already exited.
-    pub fn kill(&self, signal: u32) -> Result<()> {
-        if let State::Stopped = &*self.lock() {
-            return Err(Error::NotFound(format!(
-                "container {}: process already finished",
-                self.id
-            )));
-        }
+    /// Sends `signal` to the process unless it has already exited. SIGKILL
+    /// to a paused container thaws it too, as runc does: a frozen process
+    /// cannot die.
+    pub async fn kill(&self, signal: u32) -> Result<()> {
+        let paused = match &*self.lock() {
+            State::Stopped => {
+                return Err(Error::NotFound(format!(
+                    "container {}: process already finished",
+                    self.id
+                )))
+            }
+            State::Paused => true,
+            _ => false,
+        };
         // The process handle signals through a pidfd: should the exit be recorded
         // meanwhile, the signal still cannot reach another process.
-        self.process.signal(signal)
+        self.process.signal(signal)?;
+        if paused && signal == libc::SIGKILL as u32 {
+            if let Err(e) = self.process.resume().await {
+                log::warn!(
+                    "container {}: thawing after SIGKILL: {}",
+                    self.id,
+                    e.message()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Waits until the process has exited.
@@ -317,7 +432,7 @@ impl Container {
     /// started, waits for its exit and unmounts the rootfs.
     pub async fn delete(&self) -> Result<ExitInfo> {
         match self.status() {
-            Status::Running => {
+            Status::Running | Status::Paused => {
                 return Err(Error::FailedPrecondition(format!(
                     "cannot delete running container {}: kill it first",
                     self.id
@@ -325,7 +440,7 @@ impl Container {
             }
             Status::Created => {
                 // A created process waits for Start: ending it is part of deleting it.
-                match self.kill(libc::SIGKILL as u32) {
+                match self.kill(libc::SIGKILL as u32).await {
                     Ok(()) | Err(Error::NotFound(_)) => {}
                     Err(e) => return Err(e),
                 }
@@ -417,11 +532,11 @@ mod tests {
         let iso = Arc::new(FakeIsolation::default());
         let (c, _bundle) = created(&iso).await;
         c.start().await.unwrap();
-        c.kill(15).unwrap();
+        c.kill(15).await.unwrap();
         assert_eq!(iso.process("c1").signals(), vec![15]);
         iso.process("c1").exit(143);
         assert_eq!(c.wait().await.status, 143);
-        assert!(matches!(c.kill(9), Err(Error::NotFound(_))));
+        assert!(matches!(c.kill(9).await, Err(Error::NotFound(_))));
         assert_eq!(iso.process("c1").signals(), vec![15]);
     }
 

@@ -8,6 +8,7 @@ mod container;
 
 /// A container's resource usage, for Stats.
 pub use crate::sys::CgroupStats as Stats;
+pub use crate::sys::StdioPaths;
 pub use container::{Container, CreateRequest, ExitInfo, Launcher, Status};
 
 /// The recording fake isolation, for the task service's unit tests (which

@@ -129,6 +129,19 @@ pub fn check_no_terminal(terminal: bool) -> Result<()> {
     Ok(())
 }
 
+/// The process of an Exec request: the runtime-spec `process` JSON that
+/// containerd sends (`ExecProcessRequest.spec`).
+pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
+    let process: oci_spec::runtime::Process = serde_json::from_slice(json)
+        .map_err(|e| Error::InvalidArgument(format!("the exec's process spec: {e}")))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::InvalidArgument(
+            "the exec's process spec has no args: nothing to run".into(),
+        ));
+    }
+    Ok(process)
+}
+
 /// Builds the [`RunSpec`] of `spec` whose root filesystem is at `rootfs` on the host.
 pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
     let process = spec

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{
-    self, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt,
+    self, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt, FreezerState,
 };
 use nix::unistd::Pid;
 
@@ -33,6 +33,8 @@ pub struct Cgroup {
     manager: AnyCgroupManager,
     /// Directory of the memory controller's cgroup, where the OOM kill count is.
     memory_dir: Option<PathBuf>,
+    /// Directory of the freezer's cgroup (v1 `freezer` controller, or unified).
+    freezer_dir: Option<PathBuf>,
     unified: bool,
     name: String,
 }
@@ -116,9 +118,11 @@ impl Cgroup {
         })
         .map_err(|e| Error::internal(format!("cgroup {name}"), e))?;
         let memory_dir = memory_dir(unified, &fs_path);
+        let freezer_dir = freezer_dir(unified, &fs_path);
         Ok(Cgroup {
             manager,
             memory_dir,
+            freezer_dir,
             unified,
             name,
         })
@@ -155,6 +159,25 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// Freezes every process of the cgroup (`frozen`) or thaws them: pause
+    /// and resume. A cgroup that does not exist (or no freezer) is refused.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if !self.freezer_dir.as_ref().is_some_and(|d| d.is_dir()) {
+            return Err(Error::FailedPrecondition(format!(
+                "the container has no cgroup with a freezer (cgroup {}): it cannot be paused",
+                self.name
+            )));
+        }
+        let (state, what) = if frozen {
+            (FreezerState::Frozen, "freezing")
+        } else {
+            (FreezerState::Thawed, "thawing")
+        };
+        self.manager
+            .freeze(state)
+            .map_err(|e| Error::internal(format!("{what} cgroup {}", self.name), e))
+    }
+
     /// Removes the cgroup, killing anything still in it.
     pub fn remove(&self) -> Result<()> {
         self.manager
@@ -177,6 +200,17 @@ fn memory_dir(unified: bool, path: &Path) -> Option<PathBuf> {
         libcgroups::v2::util::get_unified_mount_point().ok()?
     } else {
         libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+            .ok()?
+    };
+    Some(root.join(path.strip_prefix("/").unwrap_or(path)))
+}
+
+/// Where the freezer keeps the cgroup at `path`.
+fn freezer_dir(unified: bool, path: &Path) -> Option<PathBuf> {
+    let root = if unified {
+        libcgroups::v2::util::get_unified_mount_point().ok()?
+    } else {
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Freezer)
             .ok()?
     };
     Some(root.join(path.strip_prefix("/").unwrap_or(path)))
@@ -235,5 +269,66 @@ mod tests {
             let _ = std::fs::remove_dir(controller.path().join("wasmshim-unit"));
         }
         let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit");
+    }
+
+    /// Needs root and a cgroup hierarchy: freezes a real cgroup holding a
+    /// child (the freezer says FROZEN), thaws it; a cgroup that does not
+    /// exist is refused with the reason. Its parent is its own: the other
+    /// real-cgroup test removes `/wasmshim-unit` when it ends.
+    #[test]
+    fn real_cgroup_freezes_and_thaws_and_none_is_refused() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let id = format!("wasmshim-unit-freeze-{}", std::process::id());
+        let plan = |id: &str| CgroupPlan {
+            path: CgroupsPath::parse(&format!("/wasmshim-unit-freezer/{id}"), id).unwrap(),
+            resources: Default::default(),
+        };
+        let missing = Cgroup::open(&plan("no-such-container"), "no-such-container").unwrap();
+        let err = missing.freeze(true).unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+        assert!(
+            err.message().contains("cannot be paused"),
+            "{}",
+            err.message()
+        );
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let cgroup = Cgroup::join(&plan(&id), &id, child.id()).unwrap();
+        let dir = cgroup.freezer_dir.clone().unwrap();
+        let state = || {
+            if cgroup.unified {
+                std::fs::read_to_string(dir.join("cgroup.events"))
+                    .unwrap()
+                    .lines()
+                    .find(|l| l.starts_with("frozen "))
+                    .map(|l| if l == "frozen 1" { "FROZEN" } else { "THAWED" })
+                    .unwrap()
+                    .to_string()
+            } else {
+                std::fs::read_to_string(dir.join("freezer.state"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            }
+        };
+        cgroup.freeze(true).unwrap();
+        let frozen = state();
+        cgroup.freeze(false).unwrap();
+        let thawed = state();
+        let _ = child.kill();
+        let _ = child.wait();
+        cgroup.remove().unwrap();
+        for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(controller.path().join("wasmshim-unit-freezer"));
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit-freezer");
+        assert_eq!(frozen, "FROZEN");
+        assert_eq!(thawed, "THAWED");
     }
 }

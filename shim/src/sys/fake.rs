@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
-use super::{ContainerProcess, Isolation, ProcessRequest, Spawned};
+use super::{ContainerProcess, ExecRequest, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
 use crate::instance::CreateRequest;
 
@@ -78,25 +78,32 @@ impl Isolation for FakeIsolation {
             return Err(err);
         }
         let pid = 1000 + self.next_pid.fetch_add(1, Ordering::SeqCst);
-        let process = Arc::new(FakeProcess {
-            pid,
-            exit: watch::channel(None).0,
-            ..Default::default()
-        });
-        let mut rx = process.exit.subscribe();
-        let exit = Box::pin(async move {
-            let status = rx.wait_for(Option::is_some).await.expect("sender kept");
-            status.expect("waited for Some")
-        });
+        let (process, spawned) = spawned(pid);
         self.processes
             .lock()
             .unwrap()
-            .insert(request.id.to_string(), process.clone());
-        Ok(Spawned {
-            process: Box::new(SharedProcess(process)),
-            exit,
-        })
+            .insert(request.id.to_string(), process);
+        Ok(spawned)
     }
+}
+
+/// A new fake process `pid` and what an isolation hands out for it.
+fn spawned(pid: u32) -> (Arc<FakeProcess>, Spawned) {
+    let process = Arc::new(FakeProcess {
+        pid,
+        exit: watch::channel(None).0,
+        ..Default::default()
+    });
+    let mut rx = process.exit.subscribe();
+    let exit = Box::pin(async move {
+        let status = rx.wait_for(Option::is_some).await.expect("sender kept");
+        status.expect("waited for Some")
+    });
+    let spawned = Spawned {
+        process: Box::new(SharedProcess(process.clone())),
+        exit,
+    };
+    (process, spawned)
 }
 
 /// A container "process" whose exit the test triggers.
@@ -109,6 +116,11 @@ pub struct FakeProcess {
     hold: Mutex<bool>,
     start_called: Notify,
     released: Notify,
+    /// Pause (true) and resume (false) requests that reached the process.
+    freezes: Mutex<Vec<bool>>,
+    /// Its execs by exec id, once execs are allowed (a Linux container);
+    /// `None`: exec is refused as for a Wasm container.
+    execs: Mutex<Option<HashMap<String, Arc<FakeProcess>>>>,
 }
 
 impl FakeProcess {
@@ -141,6 +153,21 @@ impl FakeProcess {
     pub fn release_start(&self) {
         self.released.notify_one();
     }
+
+    /// Lets execs into this process's container be made, as runc's.
+    pub fn allow_exec(&self) {
+        self.execs.lock().unwrap().get_or_insert_with(HashMap::new);
+    }
+
+    /// The process of exec `exec_id`.
+    pub fn exec_process(&self, exec_id: &str) -> Arc<FakeProcess> {
+        self.execs.lock().unwrap().as_ref().expect("execs allowed")[exec_id].clone()
+    }
+
+    /// Pauses (true) and resumes (false) that reached the process, in order.
+    pub fn freezes(&self) -> Vec<bool> {
+        self.freezes.lock().unwrap().clone()
+    }
 }
 
 struct SharedProcess(Arc<FakeProcess>);
@@ -158,6 +185,28 @@ impl ContainerProcess for SharedProcess {
             self.0.start_called.notify_one();
             self.0.released.notified().await;
         }
+        Ok(())
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> Result<Spawned> {
+        let mut execs = self.0.execs.lock().unwrap();
+        let Some(execs) = execs.as_mut() else {
+            return Err(Error::Unimplemented(
+                "exec into a WebAssembly container is not supported".into(),
+            ));
+        };
+        let (process, spawned) = spawned(self.0.pid + 100 + execs.len() as u32);
+        execs.insert(request.exec_id.to_string(), process);
+        Ok(spawned)
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.0.freezes.lock().unwrap().push(true);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.0.freezes.lock().unwrap().push(false);
         Ok(())
     }
 

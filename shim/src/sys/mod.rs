@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod confine;
 pub mod enclosure;
+pub mod freezer;
 pub mod hooks;
 pub mod pidfd;
 pub mod plan;
@@ -53,6 +54,16 @@ pub struct ProcessRequest<'a> {
     pub stdio: &'a StdioPaths,
 }
 
+/// What [`ContainerProcess::exec`] needs: one more process in a running container.
+pub struct ExecRequest<'a> {
+    /// The exec id containerd gave (`ctr task exec --exec-id`).
+    pub exec_id: &'a str,
+    /// The process to run: args, env, cwd, user (the runtime-spec `process`).
+    pub process: &'a oci_spec::runtime::Process,
+    /// The exec's own stdio fifos.
+    pub stdio: &'a StdioPaths,
+}
+
 /// A created, not yet started, container process.
 pub struct Spawned {
     /// The handle the container keeps for its whole life.
@@ -89,6 +100,30 @@ pub trait ContainerProcess: Send + Sync {
     /// Releases what surrounds the ended process (its cgroup) and runs its
     /// poststop hooks. The lifecycle calls it once, at Delete.
     async fn release(&self) {}
+
+    /// Stops every process of the container where it is, until [`ContainerProcess::resume`].
+    async fn pause(&self) -> Result<()> {
+        Err(crate::Error::Unimplemented(
+            "pause is not supported for this container".into(),
+        ))
+    }
+
+    /// Lets the processes stopped by [`ContainerProcess::pause`] run again.
+    async fn resume(&self) -> Result<()> {
+        Err(crate::Error::Unimplemented(
+            "resume is not supported for this container".into(),
+        ))
+    }
+
+    /// Prepares one more process in this container (`ctr task exec`); it
+    /// runs when the returned process is started.
+    async fn exec(&self, _request: &ExecRequest<'_>) -> Result<Spawned> {
+        Err(crate::Error::Unimplemented(
+            "exec into a WebAssembly container is not supported: a module is a single program, \
+             the container has no other program to run"
+                .into(),
+        ))
+    }
 }
 
 /// Where and how containers run.

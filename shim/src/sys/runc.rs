@@ -12,18 +12,24 @@
 //! Delete is `runc delete --force`, which runs the `poststop` hooks and
 //! removes the cgroup. runc's own messages go to `<bundle>/log.json`; an error
 //! carries runc's last one.
+//!
+//! Pause and resume are `runc pause`/`runc resume`. An exec (`ctr task exec`)
+//! is prepared at Exec and run at its Start with `runc exec --detach
+//! --pid-file`, its stdio being the exec's fifos; the shim waits for the
+//! exec'd process as it waits for the init.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use runc::options::{CreateOpts, DeleteOpts, GlobalOpts};
+use runc::options::{CreateOpts, DeleteOpts, ExecOpts, GlobalOpts};
+use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
 use super::pidfd::PidFd;
 use super::plan::CgroupPlan;
-use super::stdio::StdioFiles;
-use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
+use super::stdio::{StdioFiles, StdioPaths};
+use super::{CgroupStats, ContainerProcess, ExecRequest, Isolation, ProcessRequest, Spawned};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::oci::Workload;
@@ -253,6 +259,157 @@ impl ContainerProcess for RuncProcess {
         {
             let error = runc_error("delete", &self.bundle, e);
             log::error!("container {}: {}", self.id, error.message());
+        }
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.client
+            .pause(&self.id)
+            .await
+            .map_err(|e| runc_error("pause", &self.bundle, e))
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.client
+            .resume(&self.id)
+            .await
+            .map_err(|e| runc_error("resume", &self.bundle, e))
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> Result<Spawned> {
+        let (started, exited) = oneshot::channel();
+        let exec_id = request.exec_id.to_string();
+        let exit = Box::pin(async move {
+            match exited.await {
+                Ok(Started::Pid(pid)) => tokio::task::spawn_blocking(move || wait_for(pid))
+                    .await
+                    .unwrap_or(exit::UNKNOWN),
+                Ok(Started::Never(status)) => status,
+                Err(_) => exit::UNKNOWN,
+            }
+        });
+        Ok(Spawned {
+            process: Box::new(RuncExec {
+                container_id: self.id.clone(),
+                exec_id,
+                bundle: self.bundle.clone(),
+                client: self.client.clone(),
+                process: request.process.clone(),
+                stdio: request.stdio.clone(),
+                started: Mutex::new(Some(started)),
+                running: std::sync::OnceLock::new(),
+            }),
+            exit,
+        })
+    }
+}
+
+/// How an exec's process began, for the future that waits for its exit.
+enum Started {
+    /// `runc exec` started it: wait for this pid.
+    Pid(u32),
+    /// It was ended (signalled) before it was started: this is its status.
+    Never(u32),
+}
+
+/// One exec (`ctr task exec`) of a runc container: prepared at Exec, run at Start.
+struct RuncExec {
+    container_id: String,
+    exec_id: String,
+    bundle: PathBuf,
+    client: runc::Runc,
+    process: oci_spec::runtime::Process,
+    stdio: StdioPaths,
+    /// Tells the exit future how the process began; taken by Start (or a signal before it).
+    started: Mutex<Option<oneshot::Sender<Started>>>,
+    /// The running process: its pid and pidfd, once started.
+    running: std::sync::OnceLock<(u32, PidFd)>,
+}
+
+impl RuncExec {
+    /// `runc exec --detach`: the process runs with the exec's fifos as stdio.
+    async fn run(&self) -> Result<u32> {
+        // runc's client speaks the runtime-spec version it was built with: the
+        // same JSON, another type.
+        let process = serde_json::to_value(&self.process)
+            .and_then(serde_json::from_value)
+            .map_err(|e| Error::internal("converting the exec's process spec", e))?;
+        let files = self
+            .stdio
+            .open()
+            .map_err(|e| Error::internal("opening the exec's stdio", e))?;
+        let pid_file = self.bundle.join(format!("exec-{}.pid", self.exec_id));
+        let opts = ExecOpts::new()
+            .pid_file(&pid_file)
+            .detach(true)
+            .io(Arc::new(FifoIo(Mutex::new(Some(files)))));
+        self.client
+            .exec(&self.container_id, &process, Some(&opts))
+            .await
+            .map_err(|e| runc_error("exec", &self.bundle, e))?;
+        let pid = read_pid(&pid_file);
+        let _ = std::fs::remove_file(&pid_file);
+        pid
+    }
+}
+
+#[async_trait]
+impl ContainerProcess for RuncExec {
+    fn pid(&self) -> u32 {
+        self.running.get().map(|(pid, _)| *pid).unwrap_or_default()
+    }
+
+    async fn start(&self) -> Result<()> {
+        let sender = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(sender) = sender else {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {} was already started or ended",
+                self.exec_id
+            )));
+        };
+        let pidfd = self.run().await.and_then(|pid| {
+            // Exited or not, the process is our unreaped child: the pidfd is its.
+            let pidfd = PidFd::open(pid)
+                .map_err(|e| Error::internal(format!("opening a pidfd for process {pid}"), e))?;
+            Ok((pid, pidfd))
+        });
+        match pidfd {
+            Ok((pid, pidfd)) => {
+                let _ = self.running.set((pid, pidfd));
+                let _ = sender.send(Started::Pid(pid));
+                Ok(())
+            }
+            Err(e) => {
+                // Not started: a later Start may try again, a Delete ends it.
+                *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+                Err(e)
+            }
+        }
+    }
+
+    fn signal(&self, signal: u32) -> Result<()> {
+        if let Some((pid, pidfd)) = self.running.get() {
+            return pidfd.signal(*pid, signal);
+        }
+        let sender = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match sender {
+            // Never started: the signal ends it.
+            Some(sender) => {
+                let _ = sender.send(Started::Never(exit::killed_by(signal as i32)));
+                Ok(())
+            }
+            None => Err(Error::FailedPrecondition(format!(
+                "exec {} is being started",
+                self.exec_id
+            ))),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! Requests are checked here and carried out by [`Container`]; this file owns
 //! the id map and the task events, published in the order containerd expects
 //! for each container: `/tasks/create`, `/tasks/start`, `/tasks/exit`,
-//! `/tasks/delete`.
+//! `/tasks/delete` (and `/tasks/paused`, `/tasks/resumed` between). Execs
+//! (`service/exec.rs`) are entries of their container, with the events the
+//! runc shim publishes for them: `/tasks/exec-added`, `/tasks/exec-started`,
+//! `/tasks/exit` (whose `id` is the exec id), and no `/tasks/delete`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +15,8 @@ use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
+    TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
@@ -35,6 +39,51 @@ struct Entry {
     events: Arc<tokio::sync::Mutex<()>>,
     /// Publishes `/tasks/exit` once the process ends; Delete awaits it.
     exit_event: Mutex<Option<JoinHandle<()>>>,
+    /// The container's execs by exec id (an exec's own map stays empty).
+    execs: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Entry {
+    /// The entry of `container`, whose `/tasks/exit` (for `container_id`) is
+    /// published as soon as it exits, but not before the returned guard, held
+    /// while the event of its creation goes out, is dropped.
+    fn watched(
+        events: &Arc<dyn EventSink>,
+        container_id: &str,
+        container: Arc<Container>,
+    ) -> (Arc<Entry>, tokio::sync::OwnedMutexGuard<()>) {
+        let order = Arc::new(tokio::sync::Mutex::new(()));
+        let create_event = order.clone().try_lock_owned().expect("a new mutex is free");
+        let exit_event = tokio::spawn(publish_exit(
+            events.clone(),
+            container_id.to_string(),
+            container.clone(),
+            order.clone(),
+        ));
+        let entry = Arc::new(Entry {
+            container,
+            events: order,
+            exit_event: Mutex::new(Some(exit_event)),
+            execs: Mutex::default(),
+        });
+        (entry, create_event)
+    }
+
+    fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `/tasks/exit` of this process was published.
+    async fn exit_published(&self) {
+        let exit_event = self
+            .exit_event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = exit_event {
+            let _ = handle.await;
+        }
+    }
 }
 
 /// The containers of this shim: `None` while one is being created.
@@ -64,19 +113,26 @@ impl TaskService {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The entry of container `id`, or of its exec `exec_id` if not empty.
     fn entry(&self, id: &str, exec_id: &str) -> Result<Arc<Entry>> {
-        if !exec_id.is_empty() {
-            return Err(Error::NotFound(format!(
-                "exec process {exec_id} not found: WebAssembly containers do not support exec"
-            )));
+        let container = match self.containers().get(id) {
+            Some(Some(entry)) => entry.clone(),
+            Some(None) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} is being created"
+                )))
+            }
+            None => return Err(Error::NotFound(format!("container {id} not found"))),
+        };
+        if exec_id.is_empty() {
+            return Ok(container);
         }
-        match self.containers().get(id) {
-            Some(Some(entry)) => Ok(entry.clone()),
-            Some(None) => Err(Error::FailedPrecondition(format!(
-                "container {id} is being created"
-            ))),
-            None => Err(Error::NotFound(format!("container {id} not found"))),
-        }
+        let exec = container.execs().get(exec_id).cloned();
+        exec.ok_or_else(|| {
+            Error::NotFound(format!(
+                "exec process {exec_id} of container {id} not found"
+            ))
+        })
     }
 
     fn get(&self, id: &str, exec_id: &str) -> Result<Arc<Container>> {
@@ -117,18 +173,7 @@ impl TaskService {
             }
         };
         let pid = container.pid();
-        let order = Arc::new(tokio::sync::Mutex::new(()));
-        let create_event = order.clone().lock_owned().await;
-        let exit_event = tokio::spawn(publish_exit(
-            self.events.clone(),
-            container.clone(),
-            order.clone(),
-        ));
-        let entry = Arc::new(Entry {
-            container,
-            events: order,
-            exit_event: Mutex::new(Some(exit_event)),
-        });
+        let (entry, create_event) = Entry::watched(&self.events, id, container);
         self.containers().insert(id.to_string(), Some(entry));
         self.events
             .publish(
@@ -157,6 +202,21 @@ impl TaskService {
         let entry = self.entry(id, exec_id)?;
         let _order = entry.events.lock().await;
         let pid = entry.container.start().await?;
+        if !exec_id.is_empty() {
+            log::info!("container {id}: exec {exec_id} started, pid {pid}");
+            self.events
+                .publish(
+                    topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                    Box::new(TaskExecStarted {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                        pid,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Ok(pid);
+        }
         log::info!("container {id}: started, pid {pid}");
         self.events
             .publish(
@@ -172,18 +232,14 @@ impl TaskService {
     }
 
     async fn delete_task(&self, id: &str, exec_id: &str) -> Result<api::DeleteResponse> {
+        if !exec_id.is_empty() {
+            return self.delete_exec(id, exec_id).await;
+        }
         let entry = self.entry(id, exec_id)?;
         let container = &entry.container;
         let exit = container.delete().await?;
-        let exit_event = entry
-            .exit_event
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(handle) = exit_event {
-            // `/tasks/exit` goes out before `/tasks/delete`.
-            let _ = handle.await;
-        }
+        // `/tasks/exit` goes out before `/tasks/delete`.
+        entry.exit_published().await;
         if self.containers().remove(id).is_none() {
             return Err(Error::NotFound(format!("container {id} not found")));
         }
@@ -209,10 +265,12 @@ impl TaskService {
     }
 }
 
-/// Waits for `container`'s exit and publishes `/tasks/exit`, after any event
-/// of the container being published.
+/// Waits for the exit of `container` (container `container_id` itself or
+/// one of its execs) and publishes `/tasks/exit`, after any event of it
+/// being published.
 async fn publish_exit(
     events: Arc<dyn EventSink>,
+    container_id: String,
     container: Arc<Container>,
     order: Arc<tokio::sync::Mutex<()>>,
 ) {
@@ -224,7 +282,7 @@ async fn publish_exit(
             .publish(
                 topics::TASK_OOM_EVENT_TOPIC,
                 Box::new(TaskOOM {
-                    container_id: container.id().to_string(),
+                    container_id: container_id.clone(),
                     ..Default::default()
                 }),
             )
@@ -234,7 +292,7 @@ async fn publish_exit(
         .publish(
             topics::TASK_EXIT_EVENT_TOPIC,
             Box::new(TaskExit {
-                container_id: container.id().to_string(),
+                container_id,
                 id: container.id().to_string(),
                 pid: container.pid(),
                 exit_status: exit.status,
@@ -291,7 +349,7 @@ impl Task for TaskService {
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.get(&req.id, &req.exec_id)?;
         log::info!("container {}: kill with signal {}", req.id, req.signal);
-        container.kill(req.signal)?;
+        container.kill(req.signal).await?;
         Ok(api::Empty::default())
     }
 
@@ -318,12 +376,14 @@ impl Task for TaskService {
         let status = match container.status() {
             Status::Created => api::Status::CREATED,
             Status::Running => api::Status::RUNNING,
+            Status::Paused => api::Status::PAUSED,
             Status::Stopped => api::Status::STOPPED,
         };
         let exit = container.exit();
         let stdio = container.stdio();
         Ok(api::StateResponse {
-            id: req.id.clone(),
+            // The exec id for an exec.
+            id: container.id().to_string(),
             bundle: container.bundle().to_string_lossy().into_owned(),
             pid: container.pid(),
             status: status.into(),
@@ -344,12 +404,24 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        let container = self.get(&req.id, "")?;
+        let entry = self.entry(&req.id, "")?;
+        // The container's process, then its execs that run.
+        let mut pids = vec![entry.container.pid()];
+        pids.extend(
+            entry
+                .execs()
+                .values()
+                .filter(|exec| exec.container.status() == Status::Running)
+                .map(|exec| exec.container.pid()),
+        );
         Ok(api::PidsResponse {
-            processes: vec![ProcessInfo {
-                pid: container.pid(),
-                ..Default::default()
-            }],
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         })
     }
@@ -398,21 +470,49 @@ impl Task for TaskService {
     async fn exec(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ExecProcessRequest,
+        req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        unsupported("exec")
+        log::info!("container {}: exec {}", req.id, req.exec_id);
+        self.exec_task(&req).await?;
+        Ok(api::Empty::default())
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        unsupported("pause")
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        let entry = self.entry(&req.id, "")?;
+        let _order = entry.events.lock().await;
+        entry.container.pause().await?;
+        log::info!("container {}: paused", req.id);
+        self.events
+            .publish(
+                topics::TASK_PAUSED_EVENT_TOPIC,
+                Box::new(TaskPaused {
+                    container_id: req.id.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        Ok(api::Empty::default())
     }
 
     async fn resume(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResumeRequest,
+        req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        unsupported("resume")
+        let entry = self.entry(&req.id, "")?;
+        let _order = entry.events.lock().await;
+        entry.container.resume().await?;
+        log::info!("container {}: resumed", req.id);
+        self.events
+            .publish(
+                topics::TASK_RESUMED_EVENT_TOPIC,
+                Box::new(TaskResumed {
+                    container_id: req.id.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        Ok(api::Empty::default())
     }
 
     async fn checkpoint(
@@ -450,5 +550,6 @@ impl Task for TaskService {
     }
 }
 
+mod exec;
 #[cfg(test)]
 mod tests;

@@ -246,20 +246,41 @@ async fn exit_is_published_after_start_even_when_the_module_ends_at_once() {
     );
 }
 
+/// An Exec request of `sh` as exec `exec_id` of container `id`.
+fn exec_request(id: &str, exec_id: &str) -> api::ExecProcessRequest {
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
+    api::ExecProcessRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        spec: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: br#"{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}}"#.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
-async fn exec_pause_and_tty_are_refused_with_their_reason() {
+async fn exec_into_wasm_and_tty_are_refused_with_their_reason() {
     let h = harness();
     h.create("c1").await.unwrap();
-    let (code, message) = status(
-        h.service
-            .exec(&ctx(), api::ExecProcessRequest::default())
-            .await,
+    // Not running yet: nothing to exec into.
+    let (code, message) = status(h.service.exec(&ctx(), exec_request("c1", "e1")).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(message.contains("is not running"), "{message}");
+    h.start("c1").await.unwrap();
+    let (code, message) = status(h.service.exec(&ctx(), exec_request("c1", "e1")).await);
+    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
+    assert!(
+        message.contains("exec into a WebAssembly container is not supported"),
+        "{message}"
     );
-    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
-    assert!(message.contains("exec is not supported"), "{message}");
-    let (code, message) = status(h.service.pause(&ctx(), api::PauseRequest::default()).await);
-    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
-    assert!(message.contains("pause is not supported"), "{message}");
+    let mut no_args = exec_request("c1", "e2");
+    no_args.spec.as_mut().unwrap().value = br#"{"cwd":"/","user":{"uid":0,"gid":0}}"#.to_vec();
+    let (code, message) = status(h.service.exec(&ctx(), no_args).await);
+    assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(message.contains("no args"), "{message}");
     let start_exec = api::StartRequest {
         id: "c1".into(),
         exec_id: "e1".into(),
@@ -267,7 +288,10 @@ async fn exec_pause_and_tty_are_refused_with_their_reason() {
     };
     let (code, message) = status(h.service.start(&ctx(), start_exec).await);
     assert_eq!(code, ttrpc::Code::NOT_FOUND);
-    assert!(message.contains("do not support exec"), "{message}");
+    assert!(
+        message.contains("exec process e1 of container c1 not found"),
+        "{message}"
+    );
 
     let mut tty = h.create_request("c2");
     tty.terminal = true;
@@ -276,6 +300,55 @@ async fn exec_pause_and_tty_are_refused_with_their_reason() {
     assert!(
         message.contains("terminal (tty) is not supported"),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn pause_and_resume_move_the_state_and_publish_their_events() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    let pause = || api::PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let resume = || api::ResumeRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    // A created container is not running: nothing to pause.
+    let (code, message) = status(h.service.pause(&ctx(), pause()).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(message.contains("is not running"), "{message}");
+    h.start("c1").await.unwrap();
+
+    h.service.pause(&ctx(), pause()).await.unwrap();
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::PAUSED.into()
+    );
+    let (code, message) = status(h.service.pause(&ctx(), pause()).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(message.contains("already paused"), "{message}");
+    let (code, _) = status(h.delete("c1").await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+
+    h.service.resume(&ctx(), resume()).await.unwrap();
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::RUNNING.into()
+    );
+    let (code, message) = status(h.service.resume(&ctx(), resume()).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(message.contains("is not paused"), "{message}");
+    assert_eq!(h.iso.process("c1").freezes(), vec![true, false]);
+    assert_eq!(
+        h.events(),
+        vec![
+            "/tasks/create".to_string(),
+            "/tasks/start".to_string(),
+            "/tasks/paused".to_string(),
+            "/tasks/resumed".to_string(),
+        ]
     );
 }
 
@@ -320,4 +393,106 @@ async fn kill_and_wait_report_the_signal_status() {
     assert_eq!(state.exit_status, 143);
     let (code, _) = status(h.service.kill(&ctx(), kill).await);
     assert_eq!(code, ttrpc::Code::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn sigkill_to_a_paused_container_thaws_it() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    let pause = api::PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    h.service.pause(&ctx(), pause).await.unwrap();
+    let kill = api::KillRequest {
+        id: "c1".into(),
+        signal: libc::SIGKILL as u32,
+        ..Default::default()
+    };
+    h.service.kill(&ctx(), kill).await.unwrap();
+    // A frozen process cannot die: the kill resumed it.
+    assert_eq!(h.iso.process("c1").freezes(), vec![true, false]);
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.service.wait(&ctx(), wait).await.unwrap().exit_status, 137);
+    assert_eq!(h.delete("c1").await.unwrap().exit_status, 137);
+}
+
+#[tokio::test]
+async fn an_exec_runs_beside_its_container_with_the_runc_shims_events() {
+    let h = harness();
+    h.create("c1").await.unwrap();
+    h.start("c1").await.unwrap();
+    h.iso.process("c1").allow_exec();
+    h.service
+        .exec(&ctx(), exec_request("c1", "e1"))
+        .await
+        .unwrap();
+    let (code, _) = status(h.service.exec(&ctx(), exec_request("c1", "e1")).await);
+    assert_eq!(code, ttrpc::Code::ALREADY_EXISTS);
+    let start = api::StartRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let pid = h.service.start(&ctx(), start).await.unwrap().pid;
+    let state = api::StateRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let exec_state = h.service.state(&ctx(), state.clone()).await.unwrap();
+    assert_eq!((exec_state.id.as_str(), exec_state.pid), ("e1", pid));
+    assert_eq!(exec_state.status, api::Status::RUNNING.into());
+    let pids = api::PidsRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let listed: Vec<u32> = h
+        .service
+        .pids(&ctx(), pids)
+        .await
+        .unwrap()
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(listed, vec![h.state("c1").await.unwrap().pid, pid]);
+
+    h.iso.process("c1").exec_process("e1").exit(3);
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.service.wait(&ctx(), wait).await.unwrap().exit_status, 3);
+    let delete = api::DeleteRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.service.delete(&ctx(), delete).await.unwrap().exit_status,
+        3
+    );
+    let (code, _) = status(h.service.state(&ctx(), state).await);
+    assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    // The container runs on; the exec had no /tasks/delete of its own.
+    assert_eq!(
+        h.state("c1").await.unwrap().status,
+        api::Status::RUNNING.into()
+    );
+    assert_eq!(
+        h.events(),
+        vec![
+            "/tasks/create".to_string(),
+            "/tasks/start".to_string(),
+            "/tasks/exec-added".to_string(),
+            "/tasks/exec-started".to_string(),
+            "/tasks/exit 3".to_string(),
+        ]
+    );
 }
