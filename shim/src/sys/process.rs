@@ -161,10 +161,14 @@ async fn spawn_loaded(
     run: &RunSpec,
     attachment: Attachment<'_>,
 ) -> Result<Loaded> {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+    let (ours, pair_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Error::internal("creating the worker's control socket", e))?;
-    // Above the fds the child's pre_exec dup2s onto, so that none is overwritten.
-    let theirs = above_fixed_fds(&theirs)?;
+    // Above the fds the child's pre_exec dup2s onto, so that none is
+    // overwritten. The original is closed at once: no copy of the worker's end
+    // may stay here, or a worker that dies before replying would never give
+    // the reply loop below its end-of-file.
+    let theirs = above_fixed_fds(&pair_end)?;
+    drop(pair_end);
     let theirs_fd = theirs.as_raw_fd();
     let start_fd = match attachment {
         Attachment::Detached(fifo) => Some(above_fixed_fds(fifo)?),
@@ -405,6 +409,54 @@ fn clone(file: &std::fs::File) -> Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker that exits before replying (here `/bin/true` in its place)
+    /// fails Create with its status, and leaves no cgroup; it never hangs.
+    #[tokio::test]
+    async fn a_worker_dead_before_replying_fails_create_without_hanging() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let id = format!("wasmshim-unit-early-{}", std::process::id());
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "linux": {"cgroupsPath": format!("/wasmshim-unit/{id}")}
+        }))
+        .unwrap();
+        let plan = Plan::from_spec(&spec, &id).unwrap();
+        let run = RunSpec {
+            module: "/nonexistent.wasm".into(),
+            module_name: "/nonexistent.wasm".into(),
+            entry: "_start".into(),
+            args: vec![],
+            env: vec![],
+            preopens: vec![],
+        };
+        let fifo: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let bundle = std::env::temp_dir();
+        let spawned = spawn_loaded(
+            Path::new("/bin/true"),
+            &id,
+            &bundle,
+            plan,
+            &run,
+            Attachment::Detached(&fifo),
+        );
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), spawned)
+            .await
+            .expect("Create hung on a worker that had died");
+        let err = result.err().expect("Create failed");
+        assert!(
+            err.message().contains("before loading the module"),
+            "{}",
+            err.message()
+        );
+        let memory = Path::new("/sys/fs/cgroup/memory/wasmshim-unit").join(&id);
+        assert!(!memory.exists(), "{} left", memory.display());
+        let _ = std::fs::remove_dir(memory.parent().unwrap());
+    }
 
     #[test]
     fn worker_errors_keep_their_class() {
