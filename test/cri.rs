@@ -10,6 +10,8 @@
 //! Wasm containers and a busybox sidecar. Checked as a user of Kubernetes sees
 //! it: CRI log files, exit code, memory statistics, the namespaces the Wasm
 //! container shares with the sandbox, and nothing left after the pod is removed.
+//! On WasmEdge, whose modules can open sockets, a Wasm client also talks to a
+//! server a second sidecar listens on at 127.0.0.1 in the pod.
 //!
 //! Needs root, containerd + runc, clang + wasi-libc, busybox-static, iproute2
 //! and containernetworking-plugins (`make test` installs them).
@@ -146,7 +148,7 @@ fn setup(engines: &[&str]) -> anyhow::Result<Env> {
         ..Options::default()
     })?;
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
-    for name in ["exit", "sleep"] {
+    for name in ["exit", "sleep", "connect"] {
         let module = modules.join(format!("{name}.wasm"));
         containerd.import_into(K8S_NAMESPACE, &wasm_image(&image(name), &module, &[])?)?;
     }
@@ -233,6 +235,7 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
     let mut containers = vec![pod.clone()];
     let result = pod_checks(
         env,
+        engine,
         &pod,
         &sandbox_config,
         &logs,
@@ -277,6 +280,7 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
 /// be gone once it is removed.
 fn pod_checks(
     env: &Env,
+    engine: &str,
     pod: &str,
     sandbox_config: &cri::PodSandboxConfig,
     logs: &Path,
@@ -438,12 +442,95 @@ fn pod_checks(
         lines == ["exiting with 7"],
         "exiter.log holds {lines:?}, not the module's output"
     );
+    if SOCKET_ENGINES.contains(&engine) {
+        reaches_sidecar_server(cri, engine, logs, &start, pids, containers)?;
+    } else {
+        eprintln!(
+            "SKIPPED {engine}::pod_with_wasm_and_sidecar's socket check: this engine's WASI \
+             preview 1 has no client sockets; the shared namespaces are checked instead"
+        );
+    }
     eprintln!(
         "pod {pod}: pause {pause}, Wasm worker {worker} in {}, {used} bytes of memory, exit code {}",
         namespace(&worker, "ipc")?.display(),
         status.exit_code
     );
     Ok(())
+}
+
+/// Engines whose modules can open sockets: WasmEdge's socket functions.
+/// wasmtime gives WASI preview 1 modules no client sockets (issue 13).
+const SOCKET_ENGINES: &[&str] = &["wasmedge"];
+
+/// The port the sidecar's server listens on at 127.0.0.1 in the pod.
+const SERVER_PORT: u16 = 7070;
+
+/// A Wasm container reaches a server a busybox sidecar listens on at
+/// 127.0.0.1 of the pod's network namespace: the module's message shows in
+/// the sidecar's log and the sidecar's reply in the module's.
+fn reaches_sidecar_server(
+    cri: &Cri,
+    engine: &str,
+    logs: &Path,
+    start: &dyn Fn(&str, &str, &[&str], &[&str]) -> anyhow::Result<String>,
+    pids: &mut Vec<u32>,
+    containers: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let serve = format!("echo pong | busybox nc -l -p {SERVER_PORT}");
+    let server = start("server", "busybox", &["sh", "-c", &serve], &[])?;
+    containers.push(server.clone());
+    let status = cri.wait_for_state(
+        &server,
+        cri::ContainerState::ContainerRunning,
+        Duration::from_secs(20),
+    )?;
+    let server_pid = info_pid(&status.info)?;
+    pids.push(server_pid);
+    wait_for_listener(server_pid, SERVER_PORT).with_context(|| {
+        let log = std::fs::read_to_string(logs.join("server.log")).unwrap_or_default();
+        format!("the sidecar's server.log:\n{log}")
+    })?;
+
+    let message = format!("ping from {engine}");
+    let port = SERVER_PORT.to_string();
+    let client = start("client", "connect", &[], &["127.0.0.1", &port, &message])?;
+    containers.push(client.clone());
+    let status = cri.wait_for_state(
+        &client,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(20),
+    )?;
+    let lines = cri_log(&logs.join("client.log"))?;
+    let exit_code = status.status.context("no status")?.exit_code;
+    ensure!(
+        exit_code == 0 && lines == ["reply: pong"],
+        "the Wasm client exited with {exit_code} and printed {lines:?}, not the server's reply"
+    );
+    wait_for_log_line(&logs.join("server.log"), &message, Duration::from_secs(10))
+}
+
+/// Waits until a socket of `pid`'s network namespace listens on TCP `port`.
+fn wait_for_listener(pid: u32, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let local = format!(":{port:04X}");
+    loop {
+        // `/proc/<pid>/net/tcp{,6}`: `sl local_address rem_address st ...`,
+        // with addresses as hex `IP:PORT` and state 0A for LISTEN.
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))?
+            + &std::fs::read_to_string(format!("/proc/{pid}/net/tcp6"))?;
+        let listening = table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "0A"
+        });
+        if listening {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} in the pod's network namespace:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The cgroup parent the pod was configured with.
