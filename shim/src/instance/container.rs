@@ -234,14 +234,16 @@ impl Container {
 
     /// Prepares process `exec_id` (`ctr task exec`) in this running
     /// container, with its own stdio; it runs at its [`Container::start`].
+    /// `process_spec` is the runtime-spec `process` JSON containerd sends.
     /// Its id is `exec_id`.
     pub async fn exec(
         &self,
         exec_id: &str,
-        process: &oci_spec::runtime::Process,
+        process_spec: &[u8],
         stdio: StdioPaths,
         terminal: bool,
     ) -> Result<Arc<Container>> {
+        let process = oci::parse_process(process_spec)?;
         oci::check_no_terminal(terminal)?;
         if self.status() != Status::Running {
             return Err(Error::FailedPrecondition(format!(
@@ -253,7 +255,7 @@ impl Container {
             .process
             .exec(&ExecRequest {
                 exec_id,
-                process,
+                process: &process,
                 stdio: &stdio,
             })
             .await?;

@@ -9,7 +9,6 @@ use containerd_shim::protos::topics;
 use super::{Entry, TaskService};
 use crate::error::{Error, Result};
 use crate::instance::StdioPaths;
-use crate::oci;
 use crate::task::events::timestamp;
 
 impl TaskService {
@@ -26,7 +25,6 @@ impl TaskService {
             )));
         }
         let spec = req.spec.as_ref().map(|s| s.value.as_slice()).unwrap_or(&[]);
-        let process = oci::parse_process(spec)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -34,7 +32,7 @@ impl TaskService {
         };
         let exec = parent
             .container
-            .exec(exec_id, &process, stdio, req.terminal)
+            .exec(exec_id, spec, stdio, req.terminal)
             .await?;
         let added = {
             let mut execs = parent.execs();
