@@ -2,6 +2,7 @@
 #   make demo             a private containerd runs a Wasm image through our shim
 #   make test             every test (installs missing apt packages first)
 #   make bench [QUICK=1]  start latency, memory, density against runc
+#                         (DOCKER_ONLY=1: only docker run --rm, report in target/bench)
 PREFIX  ?= /usr/local/bin
 ENGINE  ?= wasmtime
 CARGO   ?= cargo
@@ -68,7 +69,7 @@ demo: build
 	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-demo -- --engine $(ENGINE)
 
 bench: build
-	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-bench -- $(if $(QUICK),--quick)
+	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-bench -- $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only)
 
 lint:
 	$(CARGO) fmt --all --check

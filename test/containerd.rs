@@ -20,6 +20,7 @@ use wasmshim_integration::{
 mod cache;
 mod isolation;
 mod linux;
+mod sockets;
 
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
@@ -103,6 +104,13 @@ const CASES: &[(&str, Case)] = &[
 /// Cases for one engine only: (engine, name, case).
 const ENGINE_CASES: &[(&str, &str, Case)] = &[
     ("wasmedge", "reports_aot_or_interpreter", wasmedge_mode),
+    ("wasmedge", "echo_server", sockets::echo_server),
+    // wasmtime gives WASI preview 1 modules no sockets of their own (issue 13).
+    (
+        "wasmtime",
+        "socket_module_is_refused",
+        sockets::socket_module_is_refused,
+    ),
     // The CLI precompiles with wasmtime (WasmEdge only when built with its feature).
     (
         "wasmtime",
@@ -179,8 +187,18 @@ fn setup() -> anyhow::Result<()> {
     let containerd = Containerd::start()?;
     let modules = modules::build_all(&containerd.dir().join("modules"))?;
     for name in [
-        "hello", "args", "exit", "files", "sleep", "loop", "trap", "greet", "cat", "alloc",
+        "hello",
+        "args",
+        "exit",
+        "files",
+        "sleep",
+        "loop",
+        "trap",
+        "greet",
+        "cat",
+        "alloc",
         "ticker",
+        "echo_server",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         let env: &[&str] = if name == "args" {

@@ -7,7 +7,8 @@
 //! Prints the tables and one PASS/MISS/SKIP line per target; writes every raw
 //! sample to `target/bench/results.json`. A full run also regenerates
 //! `docs/performance.md` and `docs/performance.svg`; a quick run writes those
-//! two under `target/bench/` instead. Exits non-zero only when a scenario
+//! two under `target/bench/` instead, as does `--docker-only` (`make bench
+//! DOCKER_ONLY=1`), which runs the Docker scenario alone. Exits non-zero only when a scenario
 //! failed to run (a missed target is reported, not an error).
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ const QUICK: Plan = Plan {
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--docker-only`: only the Docker scenario (it needs no containerd
+    // scenario before it), reported under target/bench like a quick run.
+    let docker_only = std::env::args().any(|a| a == "--docker-only");
     let plan = if quick { QUICK } else { FULL };
     let began = Instant::now();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -126,10 +130,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut report = Report {
-        command: if quick {
-            "make bench QUICK=1"
-        } else {
-            "make bench"
+        command: match (quick, docker_only) {
+            (true, true) => "make bench QUICK=1 DOCKER_ONLY=1",
+            (true, false) => "make bench QUICK=1",
+            (false, true) => "make bench DOCKER_ONLY=1",
+            (false, false) => "make bench",
         }
         .into(),
         quick,
@@ -155,71 +160,78 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
-    eprintln!("bench: cold start, {} rounds", plan.rounds);
-    match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
-        Ok(s) => report.cold_start = s,
-        Err(e) => report.errors.push(format!("cold start: {e:#}")),
-    }
-    save(&report);
-    // The same with a C module of 28 KB, after one untimed run of each kind,
-    // so that every timed start of ours loads compiled code from the cache.
-    let c_kinds: Vec<Kind> = kinds
-        .iter()
-        .map(|k| {
-            let mut k = k.clone();
-            if k.is_wasm() {
-                k.hello = (
-                    "docker.io/wasmshim/args:bench".into(),
-                    vec!["/args.wasm".into(), "hi".into()],
-                );
-                k.hello_output = "arg 1=hi".into();
-            }
-            k
-        })
-        .collect();
-    eprintln!(
-        "bench: cold start, C module, warm cache, {} rounds",
-        plan.rounds
-    );
-    match scenarios::cold_start(&containerd, &c_kinds, 1)
-        .and_then(|_| scenarios::cold_start(&containerd, &c_kinds, plan.rounds))
-    {
-        Ok(s) => report.cold_start_c = s,
-        Err(e) => report.errors.push(format!("cold start, C module: {e:#}")),
-    }
-    save(&report);
-    eprintln!("bench: start to first byte, {} rounds", plan.rounds);
-    match scenarios::first_byte(&containerd, &kinds, plan.rounds) {
-        Ok(s) => report.first_byte = s,
-        Err(e) => report.errors.push(format!("first byte: {e:#}")),
-    }
-    save(&report);
-    eprintln!(
-        "bench: memory, {} containers of each kind",
-        plan.memory_containers
-    );
-    match scenarios::memory(&containerd, &kinds, plan.memory_containers) {
-        Ok(m) => report.memory = m,
-        Err(e) => report.errors.push(format!("memory: {e:#}")),
-    }
-    save(&report);
-    // Ours first: the density target is about Wasm containers.
-    for kind in kinds.iter().skip(1).chain(kinds.iter().take(1)) {
-        eprintln!(
-            "bench: density {}, up to {}",
-            kind.label, plan.density_target
-        );
-        let d = scenarios::density(&containerd, kind, plan.density_target, plan.density_batch);
-        report.density.push(d);
-        save(&report);
-    }
-    for kind in kinds.iter().filter(|k| k.is_wasm()) {
-        eprintln!("bench: big module ({} bytes), {}", big.len(), kind.label);
-        match scenarios::big_module(&containerd, kind, "docker.io/wasmshim/big:bench", big.len()) {
-            Ok(b) => report.big_module.push(b),
-            Err(e) => report.errors.push(format!("big module: {e:#}")),
+    if !docker_only {
+        eprintln!("bench: cold start, {} rounds", plan.rounds);
+        match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
+            Ok(s) => report.cold_start = s,
+            Err(e) => report.errors.push(format!("cold start: {e:#}")),
         }
         save(&report);
+        // The same with a C module of 28 KB, after one untimed run of each kind,
+        // so that every timed start of ours loads compiled code from the cache.
+        let c_kinds: Vec<Kind> = kinds
+            .iter()
+            .map(|k| {
+                let mut k = k.clone();
+                if k.is_wasm() {
+                    k.hello = (
+                        "docker.io/wasmshim/args:bench".into(),
+                        vec!["/args.wasm".into(), "hi".into()],
+                    );
+                    k.hello_output = "arg 1=hi".into();
+                }
+                k
+            })
+            .collect();
+        eprintln!(
+            "bench: cold start, C module, warm cache, {} rounds",
+            plan.rounds
+        );
+        match scenarios::cold_start(&containerd, &c_kinds, 1)
+            .and_then(|_| scenarios::cold_start(&containerd, &c_kinds, plan.rounds))
+        {
+            Ok(s) => report.cold_start_c = s,
+            Err(e) => report.errors.push(format!("cold start, C module: {e:#}")),
+        }
+        save(&report);
+        eprintln!("bench: start to first byte, {} rounds", plan.rounds);
+        match scenarios::first_byte(&containerd, &kinds, plan.rounds) {
+            Ok(s) => report.first_byte = s,
+            Err(e) => report.errors.push(format!("first byte: {e:#}")),
+        }
+        save(&report);
+        eprintln!(
+            "bench: memory, {} containers of each kind",
+            plan.memory_containers
+        );
+        match scenarios::memory(&containerd, &kinds, plan.memory_containers) {
+            Ok(m) => report.memory = m,
+            Err(e) => report.errors.push(format!("memory: {e:#}")),
+        }
+        save(&report);
+        // Ours first: the density target is about Wasm containers.
+        for kind in kinds.iter().skip(1).chain(kinds.iter().take(1)) {
+            eprintln!(
+                "bench: density {}, up to {}",
+                kind.label, plan.density_target
+            );
+            let d = scenarios::density(&containerd, kind, plan.density_target, plan.density_batch);
+            report.density.push(d);
+            save(&report);
+        }
+        for kind in kinds.iter().filter(|k| k.is_wasm()) {
+            eprintln!("bench: big module ({} bytes), {}", big.len(), kind.label);
+            match scenarios::big_module(
+                &containerd,
+                kind,
+                "docker.io/wasmshim/big:bench",
+                big.len(),
+            ) {
+                Ok(b) => report.big_module.push(b),
+                Err(e) => report.errors.push(format!("big module: {e:#}")),
+            }
+            save(&report);
+        }
     }
     report.errors.extend(leftovers(&containerd));
     containerd.stop();
@@ -232,15 +244,17 @@ fn main() -> anyhow::Result<()> {
     }
     save(&report);
 
-    eprintln!("bench: criterion micro-benchmarks");
-    match criterion(&workspace, &bench_modules, &found, quick) {
-        Ok(m) => report.micro = m,
-        Err(e) => report.errors.push(format!("criterion: {e:#}")),
+    if !docker_only {
+        eprintln!("bench: criterion micro-benchmarks");
+        match criterion(&workspace, &bench_modules, &found, quick) {
+            Ok(m) => report.micro = m,
+            Err(e) => report.errors.push(format!("criterion: {e:#}")),
+        }
     }
 
     report.judge(FULL.density_target);
     save(&report);
-    let docs = if quick {
+    let docs = if quick || docker_only {
         out_dir.clone()
     } else {
         workspace.join("docs")

@@ -1,0 +1,127 @@
+//! Wasm modules on sockets (issue 13), inside a network namespace the test
+//! makes, on loopback addresses only: WasmEdge's socket functions serve, and
+//! an engine without them refuses the module naming the missing import.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use wasmshim_integration::text;
+
+use super::{expect_error, host_dir, image, wait_with_deadline, Env};
+
+/// The port the echo server listens on, at 127.0.0.1 of its namespace.
+const PORT: &str = "7072";
+
+/// `echo_server.wasm` (WasmEdge's sock_bind/listen/accept) runs in a network
+/// namespace the test made (`ctr run --with-ns network:…`, only `lo` up): a
+/// client in that namespace gets back exactly what it sent, and the module
+/// then reports the byte count and exits 0.
+pub fn echo_server(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let ns_file = host_dir(env, id)?.join("netns");
+    std::fs::write(&ns_file, "")?;
+    let made = std::process::Command::new("unshare")
+        .arg(format!("--net={}", ns_file.display()))
+        .args(["ip", "link", "set", "lo", "up"])
+        .status()?;
+    ensure!(
+        made.success(),
+        "unshare --net={} ip link set lo up",
+        ns_file.display()
+    );
+    let result = serve_one_client(env, rt, id, &ns_file);
+    let _ = std::process::Command::new("umount").arg(&ns_file).status();
+    result
+}
+
+fn serve_one_client(env: &Env, rt: &str, id: &str, ns_file: &Path) -> anyhow::Result<()> {
+    let fifo = env.containerd.fifo_dir();
+    let with = format!("network:{}", ns_file.display());
+    let mut run = env
+        .containerd
+        .ctr_command(&[
+            "run",
+            "--rm",
+            "--fifo-dir",
+            fifo.to_str().unwrap(),
+            "--runtime",
+            rt,
+            "--with-ns",
+            &with,
+            &image("echo_server"),
+            id,
+            "/echo_server.wasm",
+            PORT,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = BufReader::new(run.stdout.take().context("ctr's stdout")?);
+    let mut first = String::new();
+    stdout.read_line(&mut first)?;
+    if first.trim() != format!("listening on {PORT}") {
+        let _ = run.kill();
+        let out = run.wait_with_output()?;
+        anyhow::bail!(
+            "the server printed {first:?} instead of listening: {:?}",
+            text(&out)
+        );
+    }
+
+    let message = b"hello through the container's loopback\n".repeat(100);
+    let echoed = client_in_namespace(ns_file, &message);
+    // ctr returns once the module has exited (it does after this client).
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest)?;
+    let out = wait_with_deadline(run, Duration::from_secs(20))?;
+    let echoed = echoed?;
+    ensure!(
+        echoed == message,
+        "the client got {} bytes back, not its {} bytes",
+        echoed.len(),
+        message.len()
+    );
+    ensure!(
+        out.status.success() && rest.trim() == format!("echoed {} bytes", message.len()),
+        "the server ended with {} after printing {rest:?} (stderr {:?})",
+        out.status,
+        text(&out).1
+    );
+    Ok(())
+}
+
+/// Connects to 127.0.0.1:[`PORT`] of the namespace at `ns_file` from a thread
+/// that entered it, sends `message`, closes its sending side and returns what
+/// came back.
+fn client_in_namespace(ns_file: &Path, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let ns = std::fs::File::open(ns_file)?;
+    let message = message.to_vec();
+    std::thread::spawn(move || {
+        // setns changes only this thread's network namespace.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("setns into the server's network namespace")?;
+        let mut stream = TcpStream::connect(format!("127.0.0.1:{PORT}"))
+            .context("connecting to the echo server")?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(&message)?;
+        stream.shutdown(Shutdown::Write)?;
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed)?;
+        Ok(echoed)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+}
+
+/// The same module on an engine without WasmEdge's socket functions fails
+/// to start, and the error names the import it lacks.
+pub fn socket_module_is_refused(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let out = env.containerd.run(
+        Some(rt),
+        &[&image("echo_server"), id, "/echo_server.wasm", PORT],
+    );
+    expect_error(&out, "sock_open")
+}
