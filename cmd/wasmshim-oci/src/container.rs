@@ -94,9 +94,11 @@ fn make_worker(
     let pid = runtime()?.block_on(wasmshim::sys::process::create_detached(
         &exe, id, bundle, spec, run, &fifo,
     ))?;
-    let start_time = state::proc_stat(pid)
-        .map(|(_, start)| start)
-        .context("the worker ended during create")?;
+    let Some((_, start_time)) = state::proc_stat(pid) else {
+        // It ended (and was reaped) after replying: its cgroup and hooks remain.
+        release(id, bundle, pid);
+        bail!("container {id}: the worker ended during create");
+    };
     let saved = Saved {
         id: id.to_string(),
         pid,
@@ -217,25 +219,30 @@ fn kill_and_release(saved: &Saved) {
         let _ = pidfd.send_signal(libc::SIGKILL);
         wait_ended(saved, Duration::from_secs(10));
     }
-    match enclosure(saved) {
+    release(&saved.id, &saved.bundle, saved.pid);
+}
+
+/// Removes the cgroup of container `id` (worker `pid`, which must be gone)
+/// and runs its `poststop` hooks. Failures are logged.
+fn release(id: &str, bundle: &Path, pid: u32) {
+    match reopen(id, bundle, pid) {
         Ok(enclosure) => match runtime() {
             Ok(rt) => rt.block_on(enclosure.delete()),
-            Err(e) => log::error!("container {}: {e:#}", saved.id),
+            Err(e) => log::error!("container {id}: {e:#}"),
         },
-        Err(e) => log::error!("container {}: {e:#}", saved.id),
+        Err(e) => log::error!("container {id}: {e:#}"),
     }
 }
 
 /// The enclosure (cgroup, hooks) of the container, found again from its bundle.
 fn enclosure(saved: &Saved) -> anyhow::Result<Enclosure> {
-    let spec = oci::load_spec(&saved.bundle)?;
-    let plan = Plan::from_spec(&spec, &saved.id)?;
-    Ok(Enclosure::reopen(
-        &saved.id,
-        &saved.bundle,
-        plan,
-        saved.pid,
-    )?)
+    reopen(&saved.id, &saved.bundle, saved.pid)
+}
+
+fn reopen(id: &str, bundle: &Path, pid: u32) -> anyhow::Result<Enclosure> {
+    let spec = oci::load_spec(bundle)?;
+    let plan = Plan::from_spec(&spec, id)?;
+    Ok(Enclosure::reopen(id, bundle, plan, pid)?)
 }
 
 /// A pidfd of the worker if it still is the process `create` started.
