@@ -7,13 +7,14 @@
 //! that the detached worker is reparented to it and its exit status can be
 //! read. Needs root and `make build`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use wasmshim_integration::clients::oci_binary;
-use wasmshim_integration::text;
+use wasmshim_integration::{modules, text};
 
 const CGROUP_PARENT: &str = "wasmshim-oci-cli-test";
 
@@ -102,6 +103,11 @@ impl Setup {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Where the worker of the last `create` writes its stdout.
+    fn create_stdout(&self) -> PathBuf {
+        self.dir.path().join("create.out")
+    }
+
     fn state_dir(&self, id: &str) -> PathBuf {
         self.root().join("wasmshim").join(id)
     }
@@ -146,6 +152,49 @@ fn assert_gone(setup: &Setup, id: &str, pid: u32) {
 
 fn reap(pid: u32) -> WaitStatus {
     waitpid(Pid::from_raw(pid as i32), None).unwrap()
+}
+
+/// `reap`, but failing after `timeout` instead of waiting forever (a frozen
+/// process never ends).
+fn reap_within(pid: u32, timeout: Duration) -> WaitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive => {
+                assert!(Instant::now() < deadline, "worker {pid} did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            status => return status,
+        }
+    }
+}
+
+/// Waits until `check` holds for the file's content; returns it.
+fn wait_for_output(path: &Path, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let content = std::fs::read_to_string(path).unwrap_or_default();
+        if check(&content) {
+            return content;
+        }
+        assert!(Instant::now() < deadline, "{what}: {content:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates container `id` of `bundle` with a pid file, and returns the worker's pid.
+fn create(setup: &Setup, id: &str, bundle: &Path) -> u32 {
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create {id}: {:?}", text(&out));
+    std::fs::read_to_string(&pid_file).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -328,4 +377,80 @@ fn ids_that_leave_the_root_are_refused() {
         text(&out)
     );
     assert!(!setup.dir.path().join("escape").exists());
+}
+
+/// The lines `tick N` the ticker module has printed so far.
+fn ticks(output: &str) -> usize {
+    output.lines().filter(|l| l.starts_with("tick ")).count()
+}
+
+#[test]
+fn pause_stops_the_module_and_resume_lets_it_go_on() {
+    let setup = Setup::new();
+    let modules = setup.dir.path().join("modules");
+    let ticker = std::fs::read(modules::build_c("ticker", &modules).unwrap()).unwrap();
+    let id = "paused";
+    let bundle = setup.bundle(id, &ticker);
+    let pid = create(&setup, id, &bundle);
+    let out = setup.oci(&["resume", id]);
+    assert!(text(&out).1.contains("is not paused"), "{:?}", text(&out));
+    assert!(setup.oci(&["start", id]).status.success());
+    let stdout = setup.create_stdout();
+    wait_for_output(&stdout, "the ticker never ticked", |o| ticks(o) >= 2);
+
+    let out = setup.oci(&["pause", id]);
+    assert!(out.status.success(), "pause: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "paused");
+    assert_eq!(setup.state(id)["pid"], pid);
+    let out = setup.oci(&["pause", id]);
+    assert!(text(&out).1.contains("already paused"), "{:?}", text(&out));
+    let out = setup.oci(&["delete", id]);
+    assert!(
+        text(&out).1.contains("not stopped: paused"),
+        "delete of a paused container without --force: {:?}",
+        text(&out)
+    );
+    // The module ticks every 100 ms: a second of silence means it is frozen.
+    let before = ticks(&std::fs::read_to_string(&stdout).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = ticks(&std::fs::read_to_string(&stdout).unwrap());
+    assert_eq!(before, after, "the module went on ticking while paused");
+
+    let out = setup.oci(&["resume", id]);
+    assert!(out.status.success(), "resume: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "running");
+    wait_for_output(&stdout, "no tick after resume", |o| ticks(o) >= after + 3);
+
+    // SIGKILL reaches a paused container: the kill thaws it (runc does the same).
+    assert!(setup.oci(&["pause", id]).status.success());
+    let out = setup.oci(&["kill", id, "KILL"]);
+    assert!(out.status.success(), "kill: {:?}", text(&out));
+    assert_eq!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Signaled(Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL, false)
+    );
+    assert_eq!(setup.state(id)["status"], "stopped");
+    let out = setup.oci(&["pause", id]);
+    assert!(text(&out).1.contains("not running"), "{:?}", text(&out));
+    assert!(setup.oci(&["delete", id]).status.success());
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn delete_force_of_a_paused_container_removes_it() {
+    let setup = Setup::new();
+    let id = "paused-force";
+    let bundle = setup.bundle(id, &looping());
+    let pid = create(&setup, id, &bundle);
+    assert!(setup.oci(&["start", id]).status.success());
+    let out = setup.oci(&["pause", id]);
+    assert!(out.status.success(), "pause: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "paused");
+    let out = setup.oci(&["delete", "--force", id]);
+    assert!(out.status.success(), "delete --force: {:?}", text(&out));
+    assert!(matches!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)
+    ));
+    assert_gone(&setup, id, pid);
 }

@@ -119,9 +119,10 @@ fn make_worker(
 /// then runs the `poststart` hooks.
 pub fn start(state: StateDir, id: &str) -> anyhow::Result<()> {
     let saved = state.load()?;
-    match state.status(&saved) {
+    match status(&state, &saved) {
         Status::Created => {}
         Status::Running => bail!("cannot start an already running container {id}"),
+        Status::Paused => bail!("cannot start container {id}: it is paused"),
         Status::Stopped => bail!("cannot start container {id}: it has stopped"),
     }
     let enclosure = enclosure(&saved)?;
@@ -145,7 +146,7 @@ pub fn start(state: StateDir, id: &str) -> anyhow::Result<()> {
 /// `state`: the OCI state JSON, with runc's extra fields.
 pub fn state_json(state: &StateDir) -> anyhow::Result<serde_json::Value> {
     let saved = state.load()?;
-    let status = state.status(&saved);
+    let status = status(state, &saved);
     let pid = if status == Status::Stopped {
         0
     } else {
@@ -172,15 +173,59 @@ pub fn kill(state: &StateDir, id: &str, signal: &str) -> anyhow::Result<()> {
     let pidfd = open_live(&saved).with_context(|| format!("container {id} not running"))?;
     pidfd
         .send_signal(signal)
-        .with_context(|| format!("container {id} not running"))
+        .with_context(|| format!("container {id} not running"))?;
+    if signal == libc::SIGKILL {
+        // A frozen process cannot die: thaw it, as runc does.
+        thaw_if_frozen(&saved);
+    }
+    Ok(())
+}
+
+/// `pause`: freezes the container's cgroup (a created or running container).
+pub fn pause(state: &StateDir, id: &str) -> anyhow::Result<()> {
+    let saved = state.load()?;
+    match status(state, &saved) {
+        Status::Created | Status::Running => {}
+        Status::Paused => bail!("container {id} is already paused"),
+        Status::Stopped => bail!("cannot pause container {id}: it is not running"),
+    }
+    enclosure(&saved)?
+        .freeze(true)
+        .with_context(|| format!("pausing container {id}"))
+}
+
+/// `resume`: thaws the cgroup of a paused container.
+pub fn resume(state: &StateDir, id: &str) -> anyhow::Result<()> {
+    let saved = state.load()?;
+    if status(state, &saved) != Status::Paused {
+        bail!("container {id} is not paused");
+    }
+    enclosure(&saved)?
+        .freeze(false)
+        .with_context(|| format!("resuming container {id}"))
+}
+
+/// The container's status: its process's ([`StateDir::status`]), or paused
+/// while its cgroup's freezer holds a live process. Read each time, never stored.
+pub fn status(state: &StateDir, saved: &Saved) -> Status {
+    let status = state.status(saved);
+    if status != Status::Stopped && enclosure(saved).is_ok_and(|e| e.frozen()) {
+        Status::Paused
+    } else {
+        status
+    }
 }
 
 /// `delete`: kills a created container (or, with `force`, a running one),
 /// removes its cgroup, runs its `poststop` hooks and removes its state.
 pub fn delete(state: StateDir, id: &str, force: bool) -> anyhow::Result<()> {
     let saved = state.load()?;
-    if state.status(&saved) == Status::Running && !force {
-        bail!("cannot delete container {id} that is not stopped: running (use --force)");
+    let status = status(&state, &saved);
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        bail!(
+            "cannot delete container {id} that is not stopped: {} (use --force)",
+            status.as_str()
+        );
     }
     destroy(state, &saved)
 }
@@ -188,7 +233,7 @@ pub fn delete(state: StateDir, id: &str, force: bool) -> anyhow::Result<()> {
 /// `ps`: the container's processes (its worker, while it lives).
 pub fn ps(state: &StateDir, format: &str) -> anyhow::Result<String> {
     let saved = state.load()?;
-    let pids: Vec<u32> = if state.status(&saved) == Status::Stopped {
+    let pids: Vec<u32> = if status(state, &saved) == Status::Stopped {
         Vec::new()
     } else {
         vec![saved.pid]
@@ -217,9 +262,24 @@ fn destroy(state: StateDir, saved: &Saved) -> anyhow::Result<()> {
 fn kill_and_release(saved: &Saved) {
     if let Some(pidfd) = open_live(saved) {
         let _ = pidfd.send_signal(libc::SIGKILL);
+        thaw_if_frozen(saved);
         wait_ended(saved, Duration::from_secs(10));
     }
     release(&saved.id, &saved.bundle, saved.pid);
+}
+
+/// Thaws the container's cgroup if it is frozen, so that a SIGKILL sent to
+/// its process takes effect. Failures are logged.
+fn thaw_if_frozen(saved: &Saved) {
+    match enclosure(saved) {
+        Ok(enclosure) if enclosure.frozen() => {
+            if let Err(e) = enclosure.freeze(false) {
+                log::error!("container {}: {e:#}", saved.id);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("container {}: {e:#}", saved.id),
+    }
 }
 
 /// Removes the cgroup of container `id` (worker `pid`, which must be gone)

@@ -72,6 +72,8 @@ fn dispatch(cli: &Cli, argv: &[OsString]) -> anyhow::Result<()> {
         }
         Command::Kill { signal, .. } => container::kill(&state, id, signal),
         Command::Delete { force, .. } => container::delete(state, id, *force),
+        Command::Pause { .. } => container::pause(&state, id),
+        Command::Resume { .. } => container::resume(&state, id),
         Command::Ps { format, .. } => {
             print!("{}", container::ps(&state, format)?);
             Ok(())
