@@ -1,16 +1,21 @@
 //! `wasmshim-oci` driven by hand, as a runc caller (containerd's runc shim,
 //! conmon) drives it: create → state → start → kill/delete, with the pid
 //! file, the OCI state JSON, the JSON log, concurrent invocations on one
-//! container, and what bad input leaves behind (nothing).
+//! container, pause/resume, a terminal sent over `--console-socket`, and
+//! what bad input leaves behind (nothing).
 //!
 //! This test binary makes itself a child subreaper, as those callers are, so
 //! that the detached worker is reparented to it and its exit status can be
 //! read. Needs root and `make build`.
 
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use wasmshim_integration::clients::oci_binary;
@@ -453,4 +458,151 @@ fn delete_force_of_a_paused_container_removes_it() {
         WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)
     ));
     assert_gone(&setup, id, pid);
+}
+
+/// Makes the bundle's process ask for a terminal of `rows` x `cols`, with `args`.
+fn with_terminal(bundle: &Path, args: &[&str], rows: u16, cols: u16) {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = true.into();
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    std::fs::write(&path, spec.to_string()).unwrap();
+}
+
+/// Accepts one connection on `listener` and receives the descriptor sent
+/// with SCM_RIGHTS, and the message's payload.
+fn receive_master(listener: &UnixListener) -> (OwnedFd, Vec<u8>) {
+    let (stream, _) = listener.accept().unwrap();
+    let mut payload = [0u8; 256];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+    let msg = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("no descriptor came over the console socket");
+    let len = msg.bytes;
+    // SAFETY: the descriptor was just received over the socket; nothing else owns it.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    (master, payload[..len].to_vec())
+}
+
+#[test]
+fn terminal_master_goes_to_the_console_socket_and_carries_the_output() {
+    let setup = Setup::new();
+    let modules = setup.dir.path().join("modules");
+    let exit = std::fs::read(modules::build_c("exit", &modules).unwrap()).unwrap();
+    let id = "tty";
+    let bundle = setup.bundle(id, &exit);
+    with_terminal(&bundle, &["/m.wasm", "3"], 33, 101);
+    let socket = setup.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create: {:?}", text(&out));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (master, payload) = receive_master(&listener);
+    assert_eq!(payload, b"/dev/ptmx", "runc's payload");
+    // process.consoleSize is the terminal's size.
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, which outlives the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    assert_eq!(rc, 0, "TIOCGWINSZ on the received master");
+    assert_eq!((size.ws_row, size.ws_col), (33, 101));
+    assert_eq!(setup.state(id)["status"], "created");
+    // The worker leads its own session, with the pty as controlling terminal.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[3], pid.to_string(), "session of the worker: {stat}");
+    assert_ne!(
+        fields[4], "0",
+        "the worker has no controlling terminal: {stat}"
+    );
+
+    let out = setup.oci(&["start", id]);
+    assert!(out.status.success(), "start: {:?}", text(&out));
+    // The module's output comes through the pty (its \n turned into \r\n);
+    // once the worker has ended, reading the master fails with EIO.
+    let mut output = Vec::new();
+    let _ = std::fs::File::from(master).read_to_end(&mut output);
+    let output = String::from_utf8_lossy(&output);
+    assert!(
+        output.contains("exiting with 3\r\n"),
+        "terminal output {output:?}"
+    );
+    assert!(
+        std::fs::read(setup.create_stdout()).unwrap().is_empty(),
+        "the output went to create's stdout, not the terminal"
+    );
+    assert_eq!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Exited(Pid::from_raw(pid as i32), 3)
+    );
+    assert!(setup.oci(&["delete", id]).status.success());
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn terminal_without_a_reachable_console_socket_leaves_nothing() {
+    let setup = Setup::new();
+    let id = "tty-nosocket";
+    let bundle = setup.bundle(id, &looping());
+    with_terminal(&bundle, &["/m.wasm"], 24, 80);
+    let missing = setup.dir.path().join("no-such.sock");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        missing.to_str().unwrap(),
+        id,
+    ]);
+    assert!(
+        !out.status.success(),
+        "create with a missing console socket"
+    );
+    assert!(
+        text(&out).1.contains(missing.to_str().unwrap()),
+        "the socket's path is not named: {:?}",
+        text(&out)
+    );
+    let out = setup.oci(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    assert!(
+        text(&out).1.contains("no --console-socket"),
+        "a terminal without a console socket: {:?}",
+        text(&out)
+    );
+    assert!(!setup.state_dir(id).exists(), "state of {id} left");
+    assert!(cgroup_dirs(id).is_empty(), "{:?}", cgroup_dirs(id));
+    assert!(
+        wasmshim_integration::processes_mentioning(&format!("__wasmshim_worker {id}")).is_empty()
+    );
 }

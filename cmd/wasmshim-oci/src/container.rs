@@ -16,6 +16,7 @@ use wasmshim::sys::enclosure::Enclosure;
 use wasmshim::sys::pidfd::PidFd;
 use wasmshim::sys::plan::Plan;
 
+use crate::console::Console;
 use crate::state::{self, Saved, StateDir, Status};
 
 /// crun's annotation for Wasm images: `compat` means the entrypoint is a
@@ -32,26 +33,23 @@ pub fn is_wasm(spec: &Spec, bundle: &Path) -> bool {
 }
 
 /// `create`: a worker with the module loaded, confined and in its cgroup,
-/// blocked until `start`; its pid in `pid_file`.
+/// blocked until `start`; its pid in `pid_file`. With `process.terminal`,
+/// its stdio is a pty whose master goes to `console_socket`.
 pub fn create(
     root: &Path,
     id: &str,
     bundle: &Path,
     spec: &Spec,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> anyhow::Result<()> {
-    if spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        bail!("a terminal (process.terminal, docker run -t) is not supported for WebAssembly containers");
-    }
     let rootfs = oci::rootfs_of(spec, bundle)?;
     let run = oci::run_spec(spec, &rootfs)?;
+    // Before anything exists: an unreachable socket leaves nothing behind.
+    let console = Console::for_spec(spec, console_socket)?;
     let state = StateDir::create(root, id)?;
-    let made = make_worker(&state, id, bundle, &rootfs, spec, &run);
+    let terminal = console.as_ref().map(Console::slave);
+    let made = make_worker(&state, id, bundle, &rootfs, spec, &run, terminal);
     let saved = match made {
         Ok(saved) => saved,
         Err(e) => {
@@ -59,6 +57,12 @@ pub fn create(
             return Err(e);
         }
     };
+    if let Some(console) = console {
+        if let Err(e) = console.send_master() {
+            let _ = destroy(state, &saved);
+            return Err(e);
+        }
+    }
     if let Some(pid_file) = pid_file {
         if let Err(e) = write_pid_file(pid_file, saved.pid) {
             let _ = destroy(state, &saved);
@@ -75,6 +79,7 @@ fn make_worker(
     rootfs: &Path,
     spec: &Spec,
     run: &wasmshim::engine::RunSpec,
+    terminal: Option<&OwnedFd>,
 ) -> anyhow::Result<Saved> {
     let fifo_path = state.start_fifo();
     nix::unistd::mkfifo(
@@ -92,7 +97,7 @@ fn make_worker(
         .into();
     let exe = std::env::current_exe().context("locating this binary")?;
     let pid = runtime()?.block_on(wasmshim::sys::process::create_detached(
-        &exe, id, bundle, spec, run, &fifo,
+        &exe, id, bundle, spec, run, &fifo, terminal,
     ))?;
     let Some((_, start_time)) = state::proc_stat(pid) else {
         // It ended (and was reaped) after replying: its cgroup and hooks remain.
