@@ -36,10 +36,12 @@ type Case = fn(&Env) -> anyhow::Result<()>;
 const CASES: &[(&str, Case)] = &[
     ("docker_loaded_image_args_and_env", docker_loaded_image),
     ("docker_exit_code", docker_exit_code),
+    ("docker_run_with_terminal", docker_run_with_terminal),
     ("docker_build_from_scratch", docker_build_from_scratch),
     ("docker_bind_mounts", docker_bind_mounts),
     ("docker_stop_looping_module", docker_stop_looping_module),
     ("docker_detached_then_logs", docker_detached_then_logs),
+    ("docker_pause_and_unpause", docker_pause_and_unpause),
     (
         "docker_memory_limit_oom_kills",
         docker_memory_limit_oom_kills,
@@ -107,7 +109,7 @@ fn setup() -> anyhow::Result<()> {
     let containerd = Containerd::start()?;
 
     let mut images = Vec::new();
-    for name in ["hello", "args", "exit", "files", "loop", "alloc"] {
+    for name in ["hello", "args", "exit", "files", "loop", "alloc", "ticker"] {
         let env: &[&str] = if name == "args" {
             &["IMAGE_ENV=from-image"]
         } else {
@@ -214,6 +216,26 @@ fn docker_exit_code(env: &Env) -> anyhow::Result<()> {
         text(&out)
     );
     ensure!(text(&out).0.contains("exiting with 3"), "{:?}", text(&out));
+    Ok(())
+}
+
+/// `docker run -t`: containerd's runc shim passes `--console-socket`, the
+/// module writes to the pty, the client prints what came through it. No
+/// `-i`, so the client needs no terminal of its own.
+fn docker_run_with_terminal(env: &Env) -> anyhow::Result<()> {
+    let out = docker_run(env, &["-t", &image("exit"), "3"]);
+    ensure!(
+        out.status.code() == Some(3),
+        "exit status {:?}: {:?}",
+        out.status,
+        text(&out)
+    );
+    // The pty turns the module's \n into \r\n: the output went through it.
+    ensure!(
+        text(&out).0.contains("exiting with 3\r\n"),
+        "{:?}",
+        text(&out)
+    );
     Ok(())
 }
 
@@ -359,6 +381,70 @@ fn docker_detached_then_logs(env: &Env) -> anyhow::Result<()> {
         );
         let logs = env.docker.docker(&["logs", name]);
         expect_output(&logs, &["Hello from WebAssembly"])
+    })();
+    let _ = env.docker.docker(&["rm", "-f", name]);
+    result
+}
+
+/// How many `tick N` lines `docker logs` shows for the ticker container `name`.
+fn docker_ticks(env: &Env, name: &str) -> usize {
+    text(&env.docker.docker(&["logs", name]))
+        .0
+        .lines()
+        .filter(|l| l.starts_with("tick "))
+        .count()
+}
+
+/// Polls until the ticker container `name` has printed at least `n` ticks.
+fn docker_wait_ticks(env: &Env, name: &str, n: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ticks = docker_ticks(env, name);
+        if ticks >= n {
+            return Ok(ticks);
+        }
+        ensure!(Instant::now() < deadline, "{name}: {ticks} ticks, want {n}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn docker_pause_and_unpause(env: &Env) -> anyhow::Result<()> {
+    let name = "oci-pause";
+    let started = env.docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--runtime",
+        RUNTIME,
+        &image("ticker"),
+    ]);
+    expect_ok(&started, "docker run -d")?;
+    let id = text(&started).0.trim().to_string();
+    let result = (|| {
+        docker_wait_ticks(env, name, 2)?;
+        expect_ok(&env.docker.docker(&["pause", name]), "docker pause")?;
+        ensure!(
+            docker_inspect(env, name, "{{.State.Status}}") == "paused",
+            "docker inspect after pause: {}",
+            docker_inspect(env, name, "{{.State.Status}}")
+        );
+        // The ticker prints every 100 ms: a second of silence means it is frozen.
+        let before = docker_ticks(env, name);
+        std::thread::sleep(Duration::from_secs(1));
+        let after = docker_ticks(env, name);
+        ensure!(before == after, "ticked while paused: {before} -> {after}");
+        expect_ok(&env.docker.docker(&["unpause", name]), "docker unpause")?;
+        docker_wait_for(env, name, "{{.State.Status}}", "running")?;
+        docker_wait_ticks(env, name, after + 3)?;
+        // Removing a paused container kills it.
+        expect_ok(&env.docker.docker(&["pause", name]), "docker pause")?;
+        expect_ok(&env.docker.docker(&["rm", "-f", name]), "docker rm -f")?;
+        let left = oci_leftovers(env.docker.dir(), &id);
+        ensure!(left.is_empty(), "a removed paused container left {left:?}");
+        Ok(())
     })();
     let _ = env.docker.docker(&["rm", "-f", name]);
     result

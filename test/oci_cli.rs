@@ -1,19 +1,25 @@
 //! `wasmshim-oci` driven by hand, as a runc caller (containerd's runc shim,
 //! conmon) drives it: create → state → start → kill/delete, with the pid
 //! file, the OCI state JSON, the JSON log, concurrent invocations on one
-//! container, and what bad input leaves behind (nothing).
+//! container, pause/resume, a terminal sent over `--console-socket`, and
+//! what bad input leaves behind (nothing).
 //!
 //! This test binary makes itself a child subreaper, as those callers are, so
 //! that the detached worker is reparented to it and its exit status can be
 //! read. Needs root and `make build`.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use wasmshim_integration::clients::oci_binary;
-use wasmshim_integration::text;
+use wasmshim_integration::{modules, text};
 
 const CGROUP_PARENT: &str = "wasmshim-oci-cli-test";
 
@@ -102,6 +108,11 @@ impl Setup {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Where the worker of the last `create` writes its stdout.
+    fn create_stdout(&self) -> PathBuf {
+        self.dir.path().join("create.out")
+    }
+
     fn state_dir(&self, id: &str) -> PathBuf {
         self.root().join("wasmshim").join(id)
     }
@@ -146,6 +157,49 @@ fn assert_gone(setup: &Setup, id: &str, pid: u32) {
 
 fn reap(pid: u32) -> WaitStatus {
     waitpid(Pid::from_raw(pid as i32), None).unwrap()
+}
+
+/// `reap`, but failing after `timeout` instead of waiting forever (a frozen
+/// process never ends).
+fn reap_within(pid: u32, timeout: Duration) -> WaitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::StillAlive => {
+                assert!(Instant::now() < deadline, "worker {pid} did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            status => return status,
+        }
+    }
+}
+
+/// Waits until `check` holds for the file's content; returns it.
+fn wait_for_output(path: &Path, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let content = std::fs::read_to_string(path).unwrap_or_default();
+        if check(&content) {
+            return content;
+        }
+        assert!(Instant::now() < deadline, "{what}: {content:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates container `id` of `bundle` with a pid file, and returns the worker's pid.
+fn create(setup: &Setup, id: &str, bundle: &Path) -> u32 {
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create {id}: {:?}", text(&out));
+    std::fs::read_to_string(&pid_file).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -328,4 +382,227 @@ fn ids_that_leave_the_root_are_refused() {
         text(&out)
     );
     assert!(!setup.dir.path().join("escape").exists());
+}
+
+/// The lines `tick N` the ticker module has printed so far.
+fn ticks(output: &str) -> usize {
+    output.lines().filter(|l| l.starts_with("tick ")).count()
+}
+
+#[test]
+fn pause_stops_the_module_and_resume_lets_it_go_on() {
+    let setup = Setup::new();
+    let modules = setup.dir.path().join("modules");
+    let ticker = std::fs::read(modules::build_c("ticker", &modules).unwrap()).unwrap();
+    let id = "paused";
+    let bundle = setup.bundle(id, &ticker);
+    let pid = create(&setup, id, &bundle);
+    let out = setup.oci(&["resume", id]);
+    assert!(text(&out).1.contains("is not paused"), "{:?}", text(&out));
+    assert!(setup.oci(&["start", id]).status.success());
+    let stdout = setup.create_stdout();
+    wait_for_output(&stdout, "the ticker never ticked", |o| ticks(o) >= 2);
+
+    let out = setup.oci(&["pause", id]);
+    assert!(out.status.success(), "pause: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "paused");
+    assert_eq!(setup.state(id)["pid"], pid);
+    let out = setup.oci(&["pause", id]);
+    assert!(text(&out).1.contains("already paused"), "{:?}", text(&out));
+    let out = setup.oci(&["delete", id]);
+    assert!(
+        text(&out).1.contains("not stopped: paused"),
+        "delete of a paused container without --force: {:?}",
+        text(&out)
+    );
+    // The module ticks every 100 ms: a second of silence means it is frozen.
+    let before = ticks(&std::fs::read_to_string(&stdout).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = ticks(&std::fs::read_to_string(&stdout).unwrap());
+    assert_eq!(before, after, "the module went on ticking while paused");
+
+    let out = setup.oci(&["resume", id]);
+    assert!(out.status.success(), "resume: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "running");
+    wait_for_output(&stdout, "no tick after resume", |o| ticks(o) >= after + 3);
+
+    // SIGKILL reaches a paused container: the kill thaws it (runc does the same).
+    assert!(setup.oci(&["pause", id]).status.success());
+    let out = setup.oci(&["kill", id, "KILL"]);
+    assert!(out.status.success(), "kill: {:?}", text(&out));
+    assert_eq!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Signaled(Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL, false)
+    );
+    assert_eq!(setup.state(id)["status"], "stopped");
+    let out = setup.oci(&["pause", id]);
+    assert!(text(&out).1.contains("not running"), "{:?}", text(&out));
+    assert!(setup.oci(&["delete", id]).status.success());
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn delete_force_of_a_paused_container_removes_it() {
+    let setup = Setup::new();
+    let id = "paused-force";
+    let bundle = setup.bundle(id, &looping());
+    let pid = create(&setup, id, &bundle);
+    assert!(setup.oci(&["start", id]).status.success());
+    let out = setup.oci(&["pause", id]);
+    assert!(out.status.success(), "pause: {:?}", text(&out));
+    assert_eq!(setup.state(id)["status"], "paused");
+    let out = setup.oci(&["delete", "--force", id]);
+    assert!(out.status.success(), "delete --force: {:?}", text(&out));
+    assert!(matches!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)
+    ));
+    assert_gone(&setup, id, pid);
+}
+
+/// Makes the bundle's process ask for a terminal of `rows` x `cols`, with `args`.
+fn with_terminal(bundle: &Path, args: &[&str], rows: u16, cols: u16) {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = true.into();
+    spec["process"]["args"] = serde_json::json!(args);
+    spec["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    std::fs::write(&path, spec.to_string()).unwrap();
+}
+
+/// Accepts one connection on `listener` and receives the descriptor sent
+/// with SCM_RIGHTS, and the message's payload.
+fn receive_master(listener: &UnixListener) -> (OwnedFd, Vec<u8>) {
+    let (stream, _) = listener.accept().unwrap();
+    let mut payload = [0u8; 256];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+    let msg = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("no descriptor came over the console socket");
+    let len = msg.bytes;
+    // SAFETY: the descriptor was just received over the socket; nothing else owns it.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    (master, payload[..len].to_vec())
+}
+
+#[test]
+fn terminal_master_goes_to_the_console_socket_and_carries_the_output() {
+    let setup = Setup::new();
+    let modules = setup.dir.path().join("modules");
+    let exit = std::fs::read(modules::build_c("exit", &modules).unwrap()).unwrap();
+    let id = "tty";
+    let bundle = setup.bundle(id, &exit);
+    with_terminal(&bundle, &["/m.wasm", "3"], 33, 101);
+    let socket = setup.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let pid_file = bundle.join("init.pid");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        id,
+    ]);
+    assert!(out.status.success(), "create: {:?}", text(&out));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (master, payload) = receive_master(&listener);
+    assert_eq!(payload, b"/dev/ptmx", "runc's payload");
+    // process.consoleSize is the terminal's size.
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, which outlives the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    assert_eq!(rc, 0, "TIOCGWINSZ on the received master");
+    assert_eq!((size.ws_row, size.ws_col), (33, 101));
+    assert_eq!(setup.state(id)["status"], "created");
+    // The worker leads its own session, with the pty as controlling terminal.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[3], pid.to_string(), "session of the worker: {stat}");
+    assert_ne!(
+        fields[4], "0",
+        "the worker has no controlling terminal: {stat}"
+    );
+
+    let out = setup.oci(&["start", id]);
+    assert!(out.status.success(), "start: {:?}", text(&out));
+    // The module's output comes through the pty (its \n turned into \r\n);
+    // once the worker has ended, reading the master fails with EIO.
+    let mut output = Vec::new();
+    let _ = std::fs::File::from(master).read_to_end(&mut output);
+    let output = String::from_utf8_lossy(&output);
+    assert!(
+        output.contains("exiting with 3\r\n"),
+        "terminal output {output:?}"
+    );
+    assert!(
+        std::fs::read(setup.create_stdout()).unwrap().is_empty(),
+        "the output went to create's stdout, not the terminal"
+    );
+    assert_eq!(
+        reap_within(pid, Duration::from_secs(10)),
+        WaitStatus::Exited(Pid::from_raw(pid as i32), 3)
+    );
+    assert!(setup.oci(&["delete", id]).status.success());
+    assert_gone(&setup, id, pid);
+}
+
+#[test]
+fn terminal_without_a_reachable_console_socket_leaves_nothing() {
+    let setup = Setup::new();
+    let id = "tty-nosocket";
+    let bundle = setup.bundle(id, &looping());
+    with_terminal(&bundle, &["/m.wasm"], 24, 80);
+    let missing = setup.dir.path().join("no-such.sock");
+    let out = setup.oci(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        missing.to_str().unwrap(),
+        id,
+    ]);
+    assert!(
+        !out.status.success(),
+        "create with a missing console socket"
+    );
+    assert!(
+        text(&out).1.contains(missing.to_str().unwrap()),
+        "the socket's path is not named: {:?}",
+        text(&out)
+    );
+    let out = setup.oci(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    assert!(
+        text(&out).1.contains("no --console-socket"),
+        "a terminal without a console socket: {:?}",
+        text(&out)
+    );
+    assert!(!setup.state_dir(id).exists(), "state of {id} left");
+    assert!(cgroup_dirs(id).is_empty(), "{:?}", cgroup_dirs(id));
+    assert!(
+        wasmshim_integration::processes_mentioning(&format!("__wasmshim_worker {id}")).is_empty()
+    );
 }

@@ -32,6 +32,15 @@ pub fn build_all(out: &Path) -> anyhow::Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
+/// Compiles the one test module `name` (`test/wasm/<name>.c`) into `out`;
+/// returns the module's path.
+pub fn build_c(name: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let target = out.join(format!("{name}.wasm"));
+    compile_c(&source_dir().join(format!("{name}.c")), &target)?;
+    Ok(target)
+}
+
 fn compile_c(source: &Path, target: &Path) -> anyhow::Result<()> {
     let status = Command::new("clang")
         .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-s", "-o"])

@@ -126,12 +126,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
-    /// Suspend the container's processes (Linux containers only).
+    /// Suspend the container's processes (Wasm containers: the cgroup freezer).
     Pause {
         /// The container id.
         id: String,
     },
-    /// Resume the container's processes (Linux containers only).
+    /// Resume the container's processes (Wasm containers: the cgroup freezer).
     Resume {
         /// The container id.
         id: String,

@@ -16,6 +16,7 @@ use wasmshim::sys::enclosure::Enclosure;
 use wasmshim::sys::pidfd::PidFd;
 use wasmshim::sys::plan::Plan;
 
+use crate::console::Console;
 use crate::state::{self, Saved, StateDir, Status};
 
 /// crun's annotation for Wasm images: `compat` means the entrypoint is a
@@ -32,26 +33,23 @@ pub fn is_wasm(spec: &Spec, bundle: &Path) -> bool {
 }
 
 /// `create`: a worker with the module loaded, confined and in its cgroup,
-/// blocked until `start`; its pid in `pid_file`.
+/// blocked until `start`; its pid in `pid_file`. With `process.terminal`,
+/// its stdio is a pty whose master goes to `console_socket`.
 pub fn create(
     root: &Path,
     id: &str,
     bundle: &Path,
     spec: &Spec,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> anyhow::Result<()> {
-    if spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        bail!("a terminal (process.terminal, docker run -t) is not supported for WebAssembly containers");
-    }
     let rootfs = oci::rootfs_of(spec, bundle)?;
     let run = oci::run_spec(spec, &rootfs)?;
+    // Before anything exists: an unreachable socket leaves nothing behind.
+    let console = Console::for_spec(spec, console_socket)?;
     let state = StateDir::create(root, id)?;
-    let made = make_worker(&state, id, bundle, &rootfs, spec, &run);
+    let terminal = console.as_ref().map(Console::slave);
+    let made = make_worker(&state, id, bundle, &rootfs, spec, &run, terminal);
     let saved = match made {
         Ok(saved) => saved,
         Err(e) => {
@@ -59,6 +57,12 @@ pub fn create(
             return Err(e);
         }
     };
+    if let Some(console) = console {
+        if let Err(e) = console.send_master() {
+            let _ = destroy(state, &saved);
+            return Err(e);
+        }
+    }
     if let Some(pid_file) = pid_file {
         if let Err(e) = write_pid_file(pid_file, saved.pid) {
             let _ = destroy(state, &saved);
@@ -75,6 +79,7 @@ fn make_worker(
     rootfs: &Path,
     spec: &Spec,
     run: &wasmshim::engine::RunSpec,
+    terminal: Option<&OwnedFd>,
 ) -> anyhow::Result<Saved> {
     let fifo_path = state.start_fifo();
     nix::unistd::mkfifo(
@@ -92,11 +97,13 @@ fn make_worker(
         .into();
     let exe = std::env::current_exe().context("locating this binary")?;
     let pid = runtime()?.block_on(wasmshim::sys::process::create_detached(
-        &exe, id, bundle, spec, run, &fifo,
+        &exe, id, bundle, spec, run, &fifo, terminal,
     ))?;
-    let start_time = state::proc_stat(pid)
-        .map(|(_, start)| start)
-        .context("the worker ended during create")?;
+    let Some((_, start_time)) = state::proc_stat(pid) else {
+        // It ended (and was reaped) after replying: its cgroup and hooks remain.
+        release(id, bundle, pid);
+        bail!("container {id}: the worker ended during create");
+    };
     let saved = Saved {
         id: id.to_string(),
         pid,
@@ -117,9 +124,10 @@ fn make_worker(
 /// then runs the `poststart` hooks.
 pub fn start(state: StateDir, id: &str) -> anyhow::Result<()> {
     let saved = state.load()?;
-    match state.status(&saved) {
+    match status(&state, &saved) {
         Status::Created => {}
         Status::Running => bail!("cannot start an already running container {id}"),
+        Status::Paused => bail!("cannot start container {id}: it is paused"),
         Status::Stopped => bail!("cannot start container {id}: it has stopped"),
     }
     let enclosure = enclosure(&saved)?;
@@ -143,7 +151,7 @@ pub fn start(state: StateDir, id: &str) -> anyhow::Result<()> {
 /// `state`: the OCI state JSON, with runc's extra fields.
 pub fn state_json(state: &StateDir) -> anyhow::Result<serde_json::Value> {
     let saved = state.load()?;
-    let status = state.status(&saved);
+    let status = status(state, &saved);
     let pid = if status == Status::Stopped {
         0
     } else {
@@ -170,15 +178,59 @@ pub fn kill(state: &StateDir, id: &str, signal: &str) -> anyhow::Result<()> {
     let pidfd = open_live(&saved).with_context(|| format!("container {id} not running"))?;
     pidfd
         .send_signal(signal)
-        .with_context(|| format!("container {id} not running"))
+        .with_context(|| format!("container {id} not running"))?;
+    if signal == libc::SIGKILL {
+        // A frozen process cannot die: thaw it, as runc does.
+        thaw_if_frozen(&saved);
+    }
+    Ok(())
+}
+
+/// `pause`: freezes the container's cgroup (a created or running container).
+pub fn pause(state: &StateDir, id: &str) -> anyhow::Result<()> {
+    let saved = state.load()?;
+    match status(state, &saved) {
+        Status::Created | Status::Running => {}
+        Status::Paused => bail!("container {id} is already paused"),
+        Status::Stopped => bail!("cannot pause container {id}: it is not running"),
+    }
+    enclosure(&saved)?
+        .freeze(true)
+        .with_context(|| format!("pausing container {id}"))
+}
+
+/// `resume`: thaws the cgroup of a paused container.
+pub fn resume(state: &StateDir, id: &str) -> anyhow::Result<()> {
+    let saved = state.load()?;
+    if status(state, &saved) != Status::Paused {
+        bail!("container {id} is not paused");
+    }
+    enclosure(&saved)?
+        .freeze(false)
+        .with_context(|| format!("resuming container {id}"))
+}
+
+/// The container's status: its process's ([`StateDir::status`]), or paused
+/// while its cgroup's freezer holds a live process. Read each time, never stored.
+pub fn status(state: &StateDir, saved: &Saved) -> Status {
+    let status = state.status(saved);
+    if status != Status::Stopped && enclosure(saved).is_ok_and(|e| e.frozen()) {
+        Status::Paused
+    } else {
+        status
+    }
 }
 
 /// `delete`: kills a created container (or, with `force`, a running one),
 /// removes its cgroup, runs its `poststop` hooks and removes its state.
 pub fn delete(state: StateDir, id: &str, force: bool) -> anyhow::Result<()> {
     let saved = state.load()?;
-    if state.status(&saved) == Status::Running && !force {
-        bail!("cannot delete container {id} that is not stopped: running (use --force)");
+    let status = status(&state, &saved);
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        bail!(
+            "cannot delete container {id} that is not stopped: {} (use --force)",
+            status.as_str()
+        );
     }
     destroy(state, &saved)
 }
@@ -186,7 +238,7 @@ pub fn delete(state: StateDir, id: &str, force: bool) -> anyhow::Result<()> {
 /// `ps`: the container's processes (its worker, while it lives).
 pub fn ps(state: &StateDir, format: &str) -> anyhow::Result<String> {
     let saved = state.load()?;
-    let pids: Vec<u32> = if state.status(&saved) == Status::Stopped {
+    let pids: Vec<u32> = if status(state, &saved) == Status::Stopped {
         Vec::new()
     } else {
         vec![saved.pid]
@@ -215,27 +267,47 @@ fn destroy(state: StateDir, saved: &Saved) -> anyhow::Result<()> {
 fn kill_and_release(saved: &Saved) {
     if let Some(pidfd) = open_live(saved) {
         let _ = pidfd.send_signal(libc::SIGKILL);
+        thaw_if_frozen(saved);
         wait_ended(saved, Duration::from_secs(10));
     }
+    release(&saved.id, &saved.bundle, saved.pid);
+}
+
+/// Thaws the container's cgroup if it is frozen, so that a SIGKILL sent to
+/// its process takes effect. Failures are logged.
+fn thaw_if_frozen(saved: &Saved) {
     match enclosure(saved) {
+        Ok(enclosure) if enclosure.frozen() => {
+            if let Err(e) = enclosure.freeze(false) {
+                log::error!("container {}: {e:#}", saved.id);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("container {}: {e:#}", saved.id),
+    }
+}
+
+/// Removes the cgroup of container `id` (worker `pid`, which must be gone)
+/// and runs its `poststop` hooks. Failures are logged.
+fn release(id: &str, bundle: &Path, pid: u32) {
+    match reopen(id, bundle, pid) {
         Ok(enclosure) => match runtime() {
             Ok(rt) => rt.block_on(enclosure.delete()),
-            Err(e) => log::error!("container {}: {e:#}", saved.id),
+            Err(e) => log::error!("container {id}: {e:#}"),
         },
-        Err(e) => log::error!("container {}: {e:#}", saved.id),
+        Err(e) => log::error!("container {id}: {e:#}"),
     }
 }
 
 /// The enclosure (cgroup, hooks) of the container, found again from its bundle.
 fn enclosure(saved: &Saved) -> anyhow::Result<Enclosure> {
-    let spec = oci::load_spec(&saved.bundle)?;
-    let plan = Plan::from_spec(&spec, &saved.id)?;
-    Ok(Enclosure::reopen(
-        &saved.id,
-        &saved.bundle,
-        plan,
-        saved.pid,
-    )?)
+    reopen(&saved.id, &saved.bundle, saved.pid)
+}
+
+fn reopen(id: &str, bundle: &Path, pid: u32) -> anyhow::Result<Enclosure> {
+    let spec = oci::load_spec(bundle)?;
+    let plan = Plan::from_spec(&spec, id)?;
+    Ok(Enclosure::reopen(id, bundle, plan, pid)?)
 }
 
 /// A pidfd of the worker if it still is the process `create` started.

@@ -6,6 +6,7 @@
 //! (and every command this binary does not parse) goes to runc unchanged.
 
 mod cli;
+mod console;
 mod container;
 mod logger;
 mod runc;
@@ -45,6 +46,7 @@ fn dispatch(cli: &Cli, argv: &[OsString]) -> anyhow::Result<()> {
     if let Command::Create {
         bundle,
         pid_file,
+        console_socket,
         id,
         ..
     } = &cli.command
@@ -56,7 +58,14 @@ fn dispatch(cli: &Cli, argv: &[OsString]) -> anyhow::Result<()> {
         if !container::is_wasm(&spec, &bundle) {
             runc::exec(argv);
         }
-        return container::create(root, id, &bundle, &spec, pid_file.as_deref());
+        return container::create(
+            root,
+            id,
+            &bundle,
+            &spec,
+            pid_file.as_deref(),
+            console_socket.as_deref(),
+        );
     }
     let Some(id) = cli.command.container_id() else {
         runc::exec(argv); // features
@@ -72,6 +81,8 @@ fn dispatch(cli: &Cli, argv: &[OsString]) -> anyhow::Result<()> {
         }
         Command::Kill { signal, .. } => container::kill(&state, id, signal),
         Command::Delete { force, .. } => container::delete(state, id, *force),
+        Command::Pause { .. } => container::pause(&state, id),
+        Command::Resume { .. } => container::resume(&state, id),
         Command::Ps { format, .. } => {
             print!("{}", container::ps(&state, format)?);
             Ok(())

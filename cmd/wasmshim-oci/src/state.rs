@@ -41,6 +41,9 @@ pub enum Status {
     Created,
     /// Its module runs.
     Running,
+    /// Its cgroup's freezer holds it (`pause`); never stored, read from the
+    /// kernel each time (see `container::status`).
+    Paused,
     /// Its process has ended (or is gone).
     Stopped,
 }
@@ -51,6 +54,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -150,9 +154,9 @@ impl StateDir {
         serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", path.display()))
     }
 
-    /// The container's status: stopped once its process has ended (a zombie
+    /// The status its process gives: stopped once it has ended (a zombie
     /// waiting for its parent counts as ended), created while the start fifo
-    /// exists, running otherwise.
+    /// exists, running otherwise. Whether it is paused is the cgroup's to say.
     pub fn status(&self, saved: &Saved) -> Status {
         if !alive(saved.pid, saved.start_time) {
             Status::Stopped

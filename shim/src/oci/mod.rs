@@ -58,6 +58,14 @@ pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
     let spec = load_spec(bundle)?;
     let rootfs = rootfs_of(&spec, bundle)?;
     let workload = if is_wasm_entrypoint(&spec, &rootfs) {
+        // The shim has no terminal to give a module (the OCI CLI has: its
+        // caller passes a console socket).
+        check_no_terminal(
+            spec.process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false),
+        )?;
         Workload::Wasm(run_spec(&spec, &rootfs)?)
     } else {
         Workload::Linux
@@ -142,13 +150,14 @@ pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
     Ok(process)
 }
 
-/// Builds the [`RunSpec`] of `spec` whose root filesystem is at `rootfs` on the host.
+/// Builds the [`RunSpec`] of `spec` whose root filesystem is at `rootfs` on
+/// the host. `process.terminal` is the caller's to check ([`load_bundle`]
+/// refuses it for the shim).
 pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("OCI spec has no process".into()))?;
-    check_no_terminal(process.terminal().unwrap_or(false))?;
     let args = process.args().clone().unwrap_or_default();
     let Some(first) = args.first() else {
         return Err(Error::InvalidArgument(
@@ -446,5 +455,28 @@ mod tests {
             err.to_string().contains("/bin is not a regular file"),
             "{err}"
         );
+    }
+
+    /// The shim refuses a spec asking for a terminal (the OCI CLI's
+    /// `run_spec` callers handle it themselves).
+    #[test]
+    fn shim_refuses_a_terminal_in_the_spec() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(bundle.path().join("rootfs")).unwrap();
+        std::fs::write(bundle.path().join("rootfs/m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        let mut spec = spec_with(&["/m.wasm"], vec![]);
+        let mut process = spec.process().clone().unwrap();
+        process.set_terminal(Some(true)).set_cwd("/".into());
+        spec.set_process(Some(process));
+        std::fs::write(
+            bundle.path().join("config.json"),
+            serde_json::to_string(&spec).unwrap(),
+        )
+        .unwrap();
+        let err = load_bundle(bundle.path()).err().unwrap();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(err.to_string().contains("terminal"), "{err}");
+        let rootfs = bundle.path().join("rootfs");
+        assert!(run_spec(&spec, &rootfs).is_ok());
     }
 }

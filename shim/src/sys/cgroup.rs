@@ -178,6 +178,21 @@ impl Cgroup {
             .map_err(|e| Error::internal(format!("{what} cgroup {}", self.name), e))
     }
 
+    /// Whether the cgroup's freezer holds its processes, read from the
+    /// kernel as runc reads it: v1 `freezer.state` is `FROZEN`, v2
+    /// `cgroup.freeze` is `1`. No cgroup or no freezer: not frozen.
+    pub fn frozen(&self) -> bool {
+        let Some(dir) = &self.freezer_dir else {
+            return false;
+        };
+        let (file, frozen) = if self.unified {
+            ("cgroup.freeze", "1")
+        } else {
+            ("freezer.state", "FROZEN")
+        };
+        std::fs::read_to_string(dir.join(file)).is_ok_and(|state| state.trim() == frozen)
+    }
+
     /// Removes the cgroup, killing anything still in it.
     pub fn remove(&self) -> Result<()> {
         self.manager
@@ -317,10 +332,11 @@ mod tests {
                     .to_string()
             }
         };
+        let before = cgroup.frozen();
         cgroup.freeze(true).unwrap();
-        let frozen = state();
+        let frozen = (state(), cgroup.frozen());
         cgroup.freeze(false).unwrap();
-        let thawed = state();
+        let thawed = (state(), cgroup.frozen());
         let _ = child.kill();
         let _ = child.wait();
         cgroup.remove().unwrap();
@@ -328,7 +344,8 @@ mod tests {
             let _ = std::fs::remove_dir(controller.path().join("wasmshim-unit-freezer"));
         }
         let _ = std::fs::remove_dir("/sys/fs/cgroup/wasmshim-unit-freezer");
-        assert_eq!(frozen, "FROZEN");
-        assert_eq!(thawed, "THAWED");
+        assert!(!before, "a new cgroup reads as frozen");
+        assert_eq!(frozen, ("FROZEN".to_string(), true));
+        assert_eq!(thawed, ("THAWED".to_string(), false));
     }
 }

@@ -108,6 +108,17 @@ impl Enclosure {
         self.cgroup.stats()
     }
 
+    /// Freezes (`frozen`) or thaws every process of the container's cgroup:
+    /// pause and resume. Refused with the reason when there is no freezer.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        self.cgroup.freeze(frozen)
+    }
+
+    /// Whether the container's cgroup is frozen (read from the kernel).
+    pub fn frozen(&self) -> bool {
+        self.cgroup.frozen()
+    }
+
     /// Removes the cgroup (the worker must be gone). Failed Create uses this.
     pub fn remove(&self) {
         if let Err(e) = self.cgroup.remove() {

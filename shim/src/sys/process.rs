@@ -133,9 +133,16 @@ impl Isolation for ProcessIsolation {
 enum Attachment<'a> {
     /// The shim's worker: the container's fifos as stdio; it dies with the shim.
     Shim(&'a StdioFiles),
-    /// The OCI runtime CLI's worker: it inherits the CLI's stdio, outlives
-    /// `create`, and waits for `start` on this fifo (its fd [`START_FD`]).
-    Detached(&'a OwnedFd),
+    /// The OCI runtime CLI's worker: it outlives `create` and waits for
+    /// `start` on `start_fifo` (its fd [`START_FD`]).
+    Detached {
+        /// Read-write fifo: one byte in it starts the module.
+        start_fifo: &'a OwnedFd,
+        /// The slave of the container's pty (`process.terminal`): the
+        /// worker's stdio and controlling terminal. None: the worker
+        /// inherits the CLI's stdio.
+        terminal: Option<&'a OwnedFd>,
+    },
 }
 
 /// A worker in its cgroup, confined, with its module loaded and Create's
@@ -170,10 +177,14 @@ async fn spawn_loaded(
     let theirs = above_fixed_fds(&pair_end)?;
     drop(pair_end);
     let theirs_fd = theirs.as_raw_fd();
-    let start_fd = match attachment {
-        Attachment::Detached(fifo) => Some(above_fixed_fds(fifo)?),
-        Attachment::Shim(_) => None,
+    let (start_fd, terminal) = match attachment {
+        Attachment::Detached {
+            start_fifo,
+            terminal,
+        } => (Some(above_fixed_fds(start_fifo)?), terminal),
+        Attachment::Shim(_) => (None, None),
     };
+    let controlling_terminal = terminal.is_some();
     let start_raw = start_fd.as_ref().map(|fd| fd.as_raw_fd());
 
     let mut command = tokio::process::Command::new(exe);
@@ -193,8 +204,20 @@ async fn spawn_loaded(
             .stdout(Stdio::from(clone(&files.stdout)?))
             .stderr(Stdio::from(clone(&files.stderr)?));
     }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, prctl) on descriptors that stay open.
+    if let Some(slave) = terminal {
+        let dup = || {
+            slave
+                .try_clone()
+                .map_err(|e| Error::internal("duplicating the terminal's descriptor", e))
+        };
+        command
+            .stdin(Stdio::from(dup()?))
+            .stdout(Stdio::from(dup()?))
+            .stderr(Stdio::from(dup()?));
+    }
+    // SAFETY: the closure runs in the forked child before exec (after the
+    // stdio redirection) and only makes async-signal-safe system calls
+    // (dup2, prctl, setsid, ioctl) on descriptors that stay open.
     unsafe {
         command.pre_exec(move || {
             nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
@@ -204,6 +227,9 @@ async fn spawn_loaded(
                 }
                 // The worker dies with the thread that forked it (the shim's runtime thread).
                 None => nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?,
+            }
+            if controlling_terminal {
+                take_stdin_as_controlling_terminal()?;
             }
             Ok(())
         });
@@ -288,11 +314,13 @@ async fn spawn_loaded(
     })
 }
 
-/// Create for the OCI runtime CLI: a worker for container `id` of `bundle`
-/// that inherits this process's stdio, is loaded and confined as in the
-/// shim, and then waits for one byte on `start_fifo` (opened read-write by
-/// the caller, who writes it at `start`). Returns the worker's pid; the
-/// worker outlives this process, whose parent (a subreaper) reaps it.
+/// Create for the OCI runtime CLI: a worker for container `id` of `bundle`,
+/// loaded and confined as in the shim, that then waits for one byte on
+/// `start_fifo` (opened read-write by the caller, who writes it at `start`).
+/// Its stdio is this process's, or with `terminal` (a pty's slave) that
+/// terminal, which also becomes its controlling terminal in a new session.
+/// Returns the worker's pid; the worker outlives this process, whose parent
+/// (a subreaper) reaps it.
 pub async fn create_detached(
     exe: &Path,
     id: &str,
@@ -300,17 +328,35 @@ pub async fn create_detached(
     spec: &oci_spec::runtime::Spec,
     run: &RunSpec,
     start_fifo: &OwnedFd,
+    terminal: Option<&OwnedFd>,
 ) -> Result<u32> {
     let plan = Plan::from_spec(spec, id)?;
     plan.log_unsupported(id);
-    let mut loaded =
-        spawn_loaded(exe, id, bundle, plan, run, Attachment::Detached(start_fifo)).await?;
+    let attachment = Attachment::Detached {
+        start_fifo,
+        terminal,
+    };
+    let mut loaded = spawn_loaded(exe, id, bundle, plan, run, attachment).await?;
     if let Err(e) = loaded.write.write_all(b"detach\n").await {
         let _ = loaded.child.kill().await;
         loaded.enclosure.delete().await;
         return Err(Error::internal("detaching the worker", e));
     }
     Ok(loaded.pid)
+}
+
+/// In a forked child whose stdin is a pty's slave: starts a new session
+/// and makes that terminal its controlling terminal, as runc's init does.
+/// Only async-signal-safe calls.
+fn take_stdin_as_controlling_terminal() -> std::io::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal the
+    // terminal from another session); no memory is passed to the kernel.
+    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A close-on-exec duplicate of `fd` numbered above [`START_FD`].
@@ -442,7 +488,10 @@ mod tests {
             &bundle,
             plan,
             &run,
-            Attachment::Detached(&fifo),
+            Attachment::Detached {
+                start_fifo: &fifo,
+                terminal: None,
+            },
         );
         let result = tokio::time::timeout(std::time::Duration::from_secs(20), spawned)
             .await
