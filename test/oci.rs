@@ -525,16 +525,27 @@ fn docker_bad_input_named(env: &Env) -> anyhow::Result<()> {
         ]);
         let id = docker_inspect(env, &container, "{{.Id}}");
         let _ = env.docker.docker(&["rm", "-f", &container]);
-        let (_, stderr) = text(&out);
-        ensure!(!out.status.success(), "{name}: docker run succeeded");
-        ensure!(
-            stderr.contains(message),
-            "{name}: {message:?} not in {stderr:?}"
-        );
         ensure!(!id.is_empty(), "{name}: no container id");
-        let left = oci_leftovers(env.docker.dir(), &id);
-        ensure!(left.is_empty(), "{name} left {left:?}");
+        refused_leaving_nothing(&out, name, message, oci_leftovers(env.docker.dir(), &id))?;
     }
+    Ok(())
+}
+
+/// A client's run of bad input `name` failed showing `message`, and `left`
+/// (what is left of the container once the client removed it) is empty.
+fn refused_leaving_nothing(
+    out: &Output,
+    name: &str,
+    message: &str,
+    left: Vec<String>,
+) -> anyhow::Result<()> {
+    let (_, stderr) = text(out);
+    ensure!(!out.status.success(), "{name}: the run succeeded");
+    ensure!(
+        stderr.contains(message),
+        "{name}: {message:?} not in {stderr:?}"
+    );
+    ensure!(left.is_empty(), "{name} left {left:?}");
     Ok(())
 }
 
@@ -591,15 +602,8 @@ fn podman_bad_input_named(env: &Env) -> anyhow::Result<()> {
         let inspect = env.podman.podman(&["inspect", "-f", "{{.Id}}", &container]);
         let id = text(&inspect).0.trim().to_string();
         let _ = env.podman.podman(&["rm", "-f", &container]);
-        let (_, stderr) = text(&out);
-        ensure!(!out.status.success(), "{name}: podman run succeeded");
-        ensure!(
-            stderr.contains(message),
-            "{name}: {message:?} not in {stderr:?}"
-        );
         ensure!(!id.is_empty(), "{name}: no container id");
-        let left = oci_leftovers(env.podman.dir(), &id);
-        ensure!(left.is_empty(), "{name} left {left:?}");
+        refused_leaving_nothing(&out, name, message, oci_leftovers(env.podman.dir(), &id))?;
     }
     Ok(())
 }
@@ -658,16 +662,10 @@ fn ctr_runc_binary_bad_input_named(env: &Env) -> anyhow::Result<()> {
     for (name, message) in BAD_INPUT {
         let id = format!("oci-ctr-bad-{name}");
         let out = ctr_run(env, &id, &[&image(name)]);
-        let (_, stderr) = text(&out);
-        ensure!(!out.status.success(), "{name}: ctr run succeeded");
-        ensure!(
-            stderr.contains(message),
-            "{name}: {message:?} not in {stderr:?}"
-        );
         let _ = env.containerd.ctr(&["container", "rm", &id]);
         let mut left = env.containerd.leftovers(&id);
         left.extend(oci_leftovers(&runc_shim_root(), &id));
-        ensure!(left.is_empty(), "{name} left {left:?}");
+        refused_leaving_nothing(&out, name, message, left)?;
     }
     Ok(())
 }

@@ -189,15 +189,22 @@ fn wait_for_output(path: &Path, what: &str, check: impl Fn(&str) -> bool) -> Str
 
 /// Creates container `id` of `bundle` with a pid file, and returns the worker's pid.
 fn create(setup: &Setup, id: &str, bundle: &Path) -> u32 {
+    create_with(setup, id, bundle, &[])
+}
+
+/// [`create`] with `extra` flags of runc's `create`.
+fn create_with(setup: &Setup, id: &str, bundle: &Path, extra: &[&str]) -> u32 {
     let pid_file = bundle.join("init.pid");
-    let out = setup.oci(&[
+    let mut args = vec![
         "create",
         "--bundle",
         bundle.to_str().unwrap(),
         "--pid-file",
         pid_file.to_str().unwrap(),
-        id,
-    ]);
+    ];
+    args.extend(extra);
+    args.push(id);
+    let out = setup.oci(&args);
     assert!(out.status.success(), "create {id}: {:?}", text(&out));
     std::fs::read_to_string(&pid_file).unwrap().parse().unwrap()
 }
@@ -207,18 +214,7 @@ fn lifecycle_as_a_runc_caller_sees_it() {
     let setup = Setup::new();
     let id = "life";
     let bundle = setup.bundle(id, &looping());
-    let pid_file = bundle.join("init.pid");
-    let out = setup.oci(&[
-        "create",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        "--no-new-keyring",
-        id,
-    ]);
-    assert!(out.status.success(), "create: {:?}", text(&out));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pid = create_with(&setup, id, &bundle, &["--no-new-keyring"]);
 
     let state = setup.state(id);
     assert_eq!(state["status"], "created");
@@ -276,17 +272,7 @@ fn concurrent_deletes_and_kills_leave_one_clean_end() {
     let setup = Setup::new();
     let id = "race";
     let bundle = setup.bundle(id, &looping());
-    let pid_file = bundle.join("init.pid");
-    let out = setup.oci(&[
-        "create",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        id,
-    ]);
-    assert!(out.status.success(), "create: {:?}", text(&out));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pid = create(&setup, id, &bundle);
     assert!(setup.oci(&["start", id]).status.success());
 
     let outputs: Vec<Output> = std::thread::scope(|s| {
@@ -323,17 +309,7 @@ fn deleting_a_created_container_kills_it() {
     let setup = Setup::new();
     let id = "unstarted";
     let bundle = setup.bundle(id, &looping());
-    let pid_file = bundle.join("init.pid");
-    let out = setup.oci(&[
-        "create",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        id,
-    ]);
-    assert!(out.status.success(), "create: {:?}", text(&out));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pid = create(&setup, id, &bundle);
     let out = setup.oci(&["delete", id]);
     assert!(out.status.success(), "delete: {:?}", text(&out));
     assert!(matches!(
@@ -509,19 +485,12 @@ fn terminal_master_goes_to_the_console_socket_and_carries_the_output() {
     with_terminal(&bundle, &["/m.wasm", "3"], 33, 101);
     let socket = setup.dir.path().join("console.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    let pid_file = bundle.join("init.pid");
-    let out = setup.oci(&[
-        "create",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        "--console-socket",
-        socket.to_str().unwrap(),
+    let pid = create_with(
+        &setup,
         id,
-    ]);
-    assert!(out.status.success(), "create: {:?}", text(&out));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        &bundle,
+        &["--console-socket", socket.to_str().unwrap()],
+    );
     let (master, payload) = receive_master(&listener);
     assert_eq!(payload, b"/dev/ptmx", "runc's payload");
     // process.consoleSize is the terminal's size.

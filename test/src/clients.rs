@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -112,23 +111,12 @@ impl Docker {
     /// Stops dockerd (and the containerd it started), kills what is left,
     /// unmounts and removes its directory. Idempotent.
     pub fn stop(&self) {
-        {
-            let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(None) = daemon.try_wait() {
-                let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-            }
-        }
+        crate::stop_daemon(&self.daemon, Duration::from_secs(20));
         let dir = self.dir.path().to_string_lossy().into_owned();
         for pid in crate::processes_mentioning(&dir) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        unmount_below(self.dir.path());
+        crate::unmount_below(self.dir.path());
         let _ = std::fs::remove_dir_all(self.dir.path());
         remove_cgroup_parent(DOCKER_CGROUP_PARENT);
     }
@@ -197,7 +185,7 @@ impl Podman {
         for pid in crate::processes_mentioning(&dir) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        unmount_below(self.dir.path());
+        crate::unmount_below(self.dir.path());
         let _ = std::fs::remove_dir_all(self.dir.path());
         // With cgroupfs, podman puts conmon in `libpod_parent/conmon` and leaves it.
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
@@ -243,20 +231,6 @@ pub fn oci_leftovers(dir: &Path, id: &str) -> Vec<String> {
         }
     }
     found
-}
-
-fn unmount_below(dir: &Path) {
-    let dir = dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = umount2(point, MntFlags::MNT_DETACH);
-    }
 }
 
 /// Removes the (empty) cgroup `parent` in every hierarchy.

@@ -426,38 +426,45 @@ impl Containerd {
     }
 }
 
+/// Stops the daemon `daemon` if it still runs: SIGTERM so that it shuts
+/// down cleanly, SIGKILL if it lingers past `grace`; then reaps it.
+pub(crate) fn stop_daemon(daemon: &std::sync::Mutex<Child>, grace: Duration) {
+    let mut daemon = daemon.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(None) = daemon.try_wait() {
+        let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}
+
+/// Unmounts (lazily, deepest first) everything mounted at or below `dir`.
+pub(crate) fn unmount_below(dir: &Path) {
+    let dir = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = umount2(point, MntFlags::MNT_DETACH);
+    }
+}
+
 impl Containerd {
     /// Stops containerd, kills any shim or worker it left, unmounts whatever
     /// is mounted under its directory and removes the directory. Idempotent.
     pub fn stop(&self) {
-        {
-            let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(None) = daemon.try_wait() {
-                // SIGTERM first so containerd shuts down cleanly; SIGKILL if it lingers.
-                let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline && matches!(daemon.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-            }
-            // The guard goes here: processes() locks the daemon too.
-        }
+        stop_daemon(&self.daemon, Duration::from_secs(10));
         for pid in self.processes() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        let dir = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&dir))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = umount2(point, MntFlags::MNT_DETACH);
-        }
+        unmount_below(self.dir.path());
         let _ = std::fs::remove_dir_all(self.dir.path());
         remove_namespace_cgroups();
     }
