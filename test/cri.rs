@@ -465,6 +465,9 @@ const SOCKET_ENGINES: &[&str] = &["wasmedge"];
 /// The port the sidecar's server listens on at 127.0.0.1 in the pod.
 const SERVER_PORT: u16 = 7070;
 
+/// Starts a container of the pod: (name, image, command, args) → its id.
+type StartContainer<'a> = &'a dyn Fn(&str, &str, &[&str], &[&str]) -> anyhow::Result<String>;
+
 /// A Wasm container reaches a server a busybox sidecar listens on at
 /// 127.0.0.1 of the pod's network namespace: the module's message shows in
 /// the sidecar's log and the sidecar's reply in the module's.
@@ -472,7 +475,7 @@ fn reaches_sidecar_server(
     cri: &Cri,
     engine: &str,
     logs: &Path,
-    start: &dyn Fn(&str, &str, &[&str], &[&str]) -> anyhow::Result<String>,
+    start: StartContainer<'_>,
     pids: &mut Vec<u32>,
     containers: &mut Vec<String>,
 ) -> anyhow::Result<()> {

@@ -209,9 +209,8 @@ pub fn network_namespace(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     result
 }
 
-/// A whole spec for `ctr run --config` (ctr then adds nothing): `module`
-/// from the test modules in a rootfs of our own, ctr's cgroup path, the
-/// namespaces and capabilities ctr would give; `edit` changes the rest.
+/// A whole spec for `ctr run --config` (`Containerd::write_spec`) running
+/// `module`, copied from the test modules into the spec's rootfs, with `args`.
 fn write_spec(
     env: &Env,
     id: &str,
@@ -219,52 +218,14 @@ fn write_spec(
     args: &[&str],
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> anyhow::Result<PathBuf> {
-    let dir = env.containerd.dir().join("specs").join(id);
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs)?;
     std::fs::copy(
         env.containerd.dir().join("modules").join(module),
-        rootfs.join(module),
+        env.containerd.spec_rootfs(id)?.join(module),
     )?;
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
-    let mut argv = vec![format!("/{module}")];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let mut spec = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "cwd": "/",
-            "user": {"uid": 0, "gid": 0},
-            "args": argv,
-            "env": ["PATH=/"],
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": true
-        },
-        "root": {"path": rootfs},
-        "mounts": [],
-        "linux": {
-            "cgroupsPath": format!("/{NAMESPACE}/{id}"),
-            "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
-        }
-    });
-    edit(&mut spec);
-    let path = dir.join("config.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
-    Ok(path)
+    let entry = format!("/{module}");
+    let mut argv = vec![entry.as_str()];
+    argv.extend(args);
+    env.containerd.write_spec(id, &argv, edit)
 }
 
 /// `ctr run --rm --config <spec> <id>`.

@@ -457,6 +457,66 @@ pub(crate) fn unmount_below(dir: &Path) {
 }
 
 impl Containerd {
+    /// The rootfs directory of [`Containerd::write_spec`]'s spec for `id`
+    /// (created empty; put the module and any other file there).
+    pub fn spec_rootfs(&self, id: &str) -> anyhow::Result<PathBuf> {
+        let rootfs = self.dir.path().join("specs").join(id).join("rootfs");
+        std::fs::create_dir_all(&rootfs)?;
+        Ok(rootfs)
+    }
+
+    /// Writes a whole spec for `ctr run --config` (ctr then adds nothing):
+    /// `args` in the rootfs of [`Containerd::spec_rootfs`], ctr's cgroup path
+    /// (`/<namespace>/<id>`, so the leftover checks see it), the namespaces
+    /// and capabilities ctr would give; `edit` changes the rest.
+    pub fn write_spec(
+        &self,
+        id: &str,
+        args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> anyhow::Result<PathBuf> {
+        let rootfs = self.spec_rootfs(id)?;
+        let caps = [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+        ];
+        let mut spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "cwd": "/",
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": ["PATH=/"],
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": true
+            },
+            "root": {"path": rootfs},
+            "mounts": [],
+            "linux": {
+                "cgroupsPath": format!("/{NAMESPACE}/{id}"),
+                "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]
+            }
+        });
+        edit(&mut spec);
+        let path = rootfs.with_file_name("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+        Ok(path)
+    }
+}
+
+impl Containerd {
     /// Stops containerd, kills any shim or worker it left, unmounts whatever
     /// is mounted under its directory and removes the directory. Idempotent.
     pub fn stop(&self) {

@@ -176,6 +176,11 @@ pub fn built_in() -> Vec<Box<dyn Engine>> {
     table().iter().filter_map(|e| by_name(e.name)).collect()
 }
 
+/// The largest module file the shim reads (512 MiB). A bigger entrypoint is
+/// refused before it is read, and the worker never reads more than this, so
+/// a huge or sparse file cannot make it allocate gigabytes.
+pub const MAX_MODULE_BYTES: u64 = 512 << 20;
+
 /// True when `bytes` start with the WebAssembly magic number `\0asm`.
 pub fn has_wasm_magic(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm")

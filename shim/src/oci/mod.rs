@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{Mount, Spec};
 
-use crate::engine::{has_wasm_magic, Preopen, RunSpec};
+use crate::engine::{has_wasm_magic, Preopen, RunSpec, MAX_MODULE_BYTES};
 use crate::error::{Error, Result};
 
 /// The function a module runs when the entrypoint names none.
@@ -110,9 +110,26 @@ fn is_wasm_entrypoint(spec: &Spec, rootfs: &Path) -> bool {
         return false;
     };
     let mut magic = [0u8; 4];
-    root.open(&relative)
-        .and_then(|mut file| file.read(&mut magic))
+    open_entrypoint(&root, &relative)
+        .and_then(|mut file| {
+            if !file.metadata()?.is_file() {
+                return Ok(0);
+            }
+            file.read(&mut magic)
+        })
         .is_ok_and(|n| has_wasm_magic(&magic[..n]))
+}
+
+/// Opens `relative` inside `root` for reading. Non-blocking, so that a fifo
+/// (which would block until a writer comes) opens at once and is then
+/// refused for what it is; never as a controlling terminal.
+fn open_entrypoint(root: &cap_std::fs::Dir, relative: &Path) -> std::io::Result<cap_std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    root.open_with(relative, &options)
 }
 
 /// The pod sandbox id the CRI plugin put in the bundle's annotations, if any.
@@ -194,7 +211,10 @@ pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
         guest: "/".into(),
         readonly: root_readonly,
     }];
-    preopens.extend(spec.mounts().iter().flatten().filter_map(bind_preopen));
+    for mount in spec.mounts().iter().flatten() {
+        check_mount_destination(mount)?;
+        preopens.extend(bind_preopen(mount)?);
+    }
 
     let mut wasi_args = vec![module_name.to_string()];
     wasi_args.extend(args[1..].iter().cloned());
@@ -236,7 +256,7 @@ pub fn path_in_rootfs(cwd: &Path, path: &Path) -> PathBuf {
 fn check_module_file(rootfs: &Path, relative: &Path, name: &str) -> Result<()> {
     let root = cap_std::fs::Dir::open_ambient_dir(rootfs, cap_std::ambient_authority())
         .map_err(|e| Error::internal(format!("opening the rootfs {}", rootfs.display()), e))?;
-    let mut file = root.open(relative).map_err(|e| match e.kind() {
+    let mut file = open_entrypoint(&root, relative).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(format!(
             "WebAssembly module {name} not found in the container's rootfs"
         )),
@@ -245,13 +265,18 @@ fn check_module_file(rootfs: &Path, relative: &Path, name: &str) -> Result<()> {
         )),
         _ => Error::InvalidArgument(format!("cannot open entrypoint {name}: {e}")),
     })?;
-    let is_file = file
+    let meta = file
         .metadata()
-        .map(|m| m.is_file())
         .map_err(|e| Error::InvalidArgument(format!("cannot read entrypoint {name}: {e}")))?;
-    if !is_file {
+    if !meta.is_file() {
         return Err(Error::InvalidArgument(format!(
             "entrypoint {name} is not a regular file"
+        )));
+    }
+    if meta.len() > MAX_MODULE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {name} is {} bytes, more than the {MAX_MODULE_BYTES} a module may have",
+            meta.len()
         )));
     }
     let mut magic = [0u8; 4];
@@ -266,27 +291,60 @@ fn check_module_file(rootfs: &Path, relative: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The preopen for a bind mount; `None` for every other kind of mount.
-fn bind_preopen(mount: &Mount) -> Option<Preopen> {
+/// Refuses a mount destination that is relative or holds `..`: the module
+/// would see its preopen under a name no path of its own can reach.
+fn check_mount_destination(mount: &Mount) -> Result<()> {
+    let destination = mount.destination();
+    if !destination.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "mounts: the destination {} of a mount must be absolute",
+            destination.display()
+        )));
+    }
+    if destination
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "mounts: the destination {} of a mount must not contain '..'",
+            destination.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The preopen for a bind mount; `None` for every other kind of mount, and
+/// for a bind mount of a file (WASI preopens only directories). A missing
+/// source is an error, as runc makes it.
+fn bind_preopen(mount: &Mount) -> Result<Option<Preopen>> {
     let options = mount.options().clone().unwrap_or_default();
     let is_bind = mount.typ().as_deref() == Some("bind")
         || options.iter().any(|o| o == "bind" || o == "rbind");
     if !is_bind {
-        return None;
+        return Ok(None);
     }
-    let source = mount.source().as_ref()?;
+    let Some(source) = mount.source().as_ref() else {
+        return Ok(None);
+    };
+    if !source.exists() {
+        return Err(Error::NotFound(format!(
+            "the source {} of the bind mount at {} does not exist",
+            source.display(),
+            mount.destination().display()
+        )));
+    }
     if !source.is_dir() {
         log::warn!(
             "bind mount {} is not a directory; WASI can only preopen directories, skipping it",
             source.display()
         );
-        return None;
+        return Ok(None);
     }
-    Some(Preopen {
+    Ok(Some(Preopen {
         host: source.clone(),
         guest: mount.destination().to_string_lossy().into_owned(),
         readonly: options.iter().any(|o| o == "ro"),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -455,6 +513,57 @@ mod tests {
             err.to_string().contains("/bin is not a regular file"),
             "{err}"
         );
+
+        // A fifo is refused at once (opening it must not wait for a writer).
+        nix::unistd::mkfifo(
+            &rootfs.path().join("pipe.wasm"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = run_spec(&spec_with(&["/pipe.wasm"], vec![]), rootfs.path()).unwrap_err();
+        assert!(err.to_string().contains("is not a regular file"), "{err}");
+        assert!(!is_wasm_entrypoint(
+            &spec_with(&["/pipe"], vec![]),
+            rootfs.path()
+        ));
+
+        // A file past the size limit is refused before it is read.
+        let big = std::fs::File::create(rootfs.path().join("big.wasm")).unwrap();
+        std::io::Write::write_all(&mut &big, b"\0asm\x01\0\0\0").unwrap();
+        big.set_len(MAX_MODULE_BYTES + 1).unwrap();
+        let err = run_spec(&spec_with(&["/big.wasm"], vec![]), rootfs.path()).unwrap_err();
+        assert!(err.to_string().contains("a module may have"), "{err}");
+    }
+
+    #[test]
+    fn bad_mounts_are_named() {
+        let rootfs = rootfs_with("/app/m.wasm", b"\0asm\x01\0\0\0");
+        let bind = |source: &str, destination: &str| {
+            MountBuilder::default()
+                .destination(destination)
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_string()])
+                .build()
+                .unwrap()
+        };
+        for (mount, expected) in [
+            (
+                bind("/tmp", "data"),
+                "destination data of a mount must be absolute",
+            ),
+            (bind("/tmp", "/data/../etc"), "must not contain '..'"),
+            (bind("/nonexistent-source", "/data"), "does not exist"),
+        ] {
+            let err = run_spec(&spec_with(&["m.wasm"], vec![mount]), rootfs.path()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let err = run_spec(
+            &spec_with(&["m.wasm"], vec![bind("/nonexistent-source", "/data")]),
+            rootfs.path(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     }
 
     /// The shim refuses a spec asking for a terminal (the OCI CLI's

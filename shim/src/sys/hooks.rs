@@ -183,6 +183,8 @@ async fn run_one(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that a timeout kills what it started too.
+        .process_group(0)
         .kill_on_drop(true);
     if !namespaces.is_empty() {
         let fds: Vec<(i32, libc::c_int)> = namespaces
@@ -210,13 +212,25 @@ async fn run_one(
         // A hook that does not read its stdin may have exited already.
         let _ = stdin.write_all(state.as_bytes()).await;
     }
+    let pid = child.id();
     let output = child.wait_with_output();
     let output = match hook.timeout() {
-        Some(secs) => tokio::time::timeout(Duration::from_secs(secs as u64), output)
-            .await
-            .map_err(|_| {
-                Error::internal(what.clone(), anyhow::anyhow!("timed out after {secs} s"))
-            })?,
+        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs as u64), output).await {
+            Ok(output) => output,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    // The hook leads its group: its children go with it.
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(Error::internal(
+                    what,
+                    anyhow::anyhow!("timed out after {secs} s"),
+                ));
+            }
+        },
         None => output.await,
     }
     .map_err(|e| Error::internal(format!("waiting for {what}"), e))?;

@@ -297,6 +297,19 @@ impl Plan {
 
         let process = spec.process().clone().unwrap_or_default();
         let user = process.user();
+        // (uid_t)-1 tells setresuid "leave it": the worker would stay root.
+        if user.uid() == u32::MAX {
+            return Err(Error::InvalidArgument(format!(
+                "process.user.uid {} is not a valid user id",
+                user.uid()
+            )));
+        }
+        if user.gid() == u32::MAX {
+            return Err(Error::InvalidArgument(format!(
+                "process.user.gid {} is not a valid group id",
+                user.gid()
+            )));
+        }
         let user = UserPlan {
             uid: user.uid(),
             gid: user.gid(),

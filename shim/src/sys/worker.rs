@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::confine;
 use super::plan::Confinement;
-use crate::engine::{Engine, ModuleCache, Outcome, PreparedModule, RunSpec};
+use crate::engine::{Engine, ModuleCache, Outcome, PreparedModule, RunSpec, MAX_MODULE_BYTES};
 
 /// The worker's first line: what to run and how to confine it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,15 +152,31 @@ fn load(
     confine::enter_namespaces(&plan)
         .and_then(|()| confine::open_preopens(&mut spec, &plan))
         .map_err(LoadError::Worker)?;
-    let wasm = std::fs::read(&spec.module)
-        .with_context(|| format!("cannot read {}", spec.module_name))
-        .map_err(LoadError::Worker)?;
+    let wasm = read_module(&spec)?;
     // The cache is opened as the shim's user, before privileges are dropped.
     let cache = ModuleCache::from_env();
     let prepared = engine
         .prepare(&wasm, &spec, cache.as_ref())
         .map_err(LoadError::Module)?;
     Ok((prepared, plan))
+}
+
+/// Reads the module, never more than [`MAX_MODULE_BYTES`] (the shim checked
+/// its size, but the file may have grown since).
+fn read_module(spec: &RunSpec) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let mut wasm = Vec::new();
+    std::fs::File::open(&spec.module)
+        .and_then(|file| file.take(MAX_MODULE_BYTES + 1).read_to_end(&mut wasm))
+        .with_context(|| format!("cannot read {}", spec.module_name))
+        .map_err(LoadError::Worker)?;
+    if wasm.len() as u64 > MAX_MODULE_BYTES {
+        return Err(LoadError::Module(anyhow::anyhow!(
+            "{} is more than the {MAX_MODULE_BYTES} bytes a module may have",
+            spec.module_name
+        )));
+    }
+    Ok(wasm)
 }
 
 /// Returns the heap that compiling used and freed to the kernel.
