@@ -3,45 +3,10 @@
 // prints "reply: <line>" for the first line it receives and exits 0. Each
 // failing call prints its name and WASI errno and exits 1.
 //
-// The imports are WasmEdge's `wasi_snapshot_preview1` extensions, declared by
-// hand (WasmEdge's lib/host/wasi/wasifunc.cpp, the V1 signatures); wasmtime
-// does not provide them, so this module runs on WasmEdge only.
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+// WasmEdge only: its socket functions come from wasmedge_socket.h.
 #include <string.h>
 
-#define WASMEDGE(name) __attribute__((import_module("wasi_snapshot_preview1"), import_name(name)))
-
-// __wasi_address_family_t and __wasi_sock_type_t of WasmEdge's api.hpp.
-enum { ADDRESS_FAMILY_INET4 = 1, SOCK_TYPE_STREAM = 2 };
-
-// __wasi_address_t: a buffer holding the 4 bytes of an IPv4 address.
-struct address {
-    uint8_t *buf;
-    uint32_t buf_len;
-};
-
-// __wasi_ciovec_t / __wasi_iovec_t.
-struct wasi_iovec {
-    void *buf;
-    uint32_t len;
-};
-
-WASMEDGE("sock_open") uint32_t sock_open(uint32_t family, uint32_t type, int32_t *fd);
-WASMEDGE("sock_connect") uint32_t sock_connect(int32_t fd, struct address *address, uint32_t port);
-WASMEDGE("sock_send")
-uint32_t sock_send(int32_t fd, const struct wasi_iovec *data, uint32_t count, uint32_t flags, uint32_t *sent);
-WASMEDGE("sock_recv")
-uint32_t sock_recv(int32_t fd, struct wasi_iovec *data, uint32_t count, uint32_t flags, uint32_t *received,
-                   uint16_t *out_flags);
-
-static void check(const char *call, uint32_t errno_) {
-    if (errno_ != 0) {
-        printf("%s failed: WASI errno %u\n", call, errno_);
-        exit(1);
-    }
-}
+#include "wasmedge_socket.h"
 
 int main(int argc, char **argv) {
     if (argc != 4) {
