@@ -190,6 +190,22 @@ fn docker_run(env: &Env, extra: &[&str]) -> Output {
     env.docker.docker(&args)
 }
 
+/// `docker run -d --name <name> --network none --runtime wasmshim` of test
+/// image `image`: the container is left for the caller to remove.
+fn docker_run_detached(env: &Env, name: &str, image_name: &str) -> Output {
+    env.docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--runtime",
+        RUNTIME,
+        &image(image_name),
+    ])
+}
+
 fn docker_loaded_image(env: &Env) -> anyhow::Result<()> {
     let out = docker_run(
         env,
@@ -322,17 +338,7 @@ fn docker_inspect(env: &Env, name: &str, format: &str) -> String {
 
 fn docker_stop_looping_module(env: &Env) -> anyhow::Result<()> {
     let name = "oci-stop";
-    let started = env.docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "--runtime",
-        RUNTIME,
-        &image("loop"),
-    ]);
+    let started = docker_run_detached(env, name, "loop");
     expect_ok(&started, "docker run -d")?;
     let result = (|| {
         docker_wait_for(env, name, "{{.State.Status}}", "running")?;
@@ -360,17 +366,7 @@ fn docker_stop_looping_module(env: &Env) -> anyhow::Result<()> {
 
 fn docker_detached_then_logs(env: &Env) -> anyhow::Result<()> {
     let name = "oci-logs";
-    let started = env.docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "--runtime",
-        RUNTIME,
-        &image("hello"),
-    ]);
+    let started = docker_run_detached(env, name, "hello");
     expect_ok(&started, "docker run -d")?;
     let result = (|| {
         let waited = env.docker.docker(&["wait", name]);
@@ -410,17 +406,7 @@ fn docker_wait_ticks(env: &Env, name: &str, n: usize) -> anyhow::Result<usize> {
 
 fn docker_pause_and_unpause(env: &Env) -> anyhow::Result<()> {
     let name = "oci-pause";
-    let started = env.docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "--runtime",
-        RUNTIME,
-        &image("ticker"),
-    ]);
+    let started = docker_run_detached(env, name, "ticker");
     expect_ok(&started, "docker run -d")?;
     let id = text(&started).0.trim().to_string();
     let result = (|| {
