@@ -18,6 +18,7 @@ use wasmshim_integration::{
 
 #[path = "cache.rs"]
 mod cache;
+mod components;
 mod isolation;
 mod linux;
 mod sockets;
@@ -110,6 +111,37 @@ const ENGINE_CASES: &[(&str, &str, Case)] = &[
         "wasmtime",
         "socket_module_is_refused",
         sockets::socket_module_is_refused,
+    ),
+    // Components (`wasi:cli/command`) run on wasmtime; WasmEdge refuses them.
+    (
+        "wasmtime",
+        "component_args_env_and_exit",
+        components::args_env_and_exit,
+    ),
+    (
+        "wasmtime",
+        "component_read_only_mount",
+        components::read_only_mount,
+    ),
+    (
+        "wasmtime",
+        "component_killed_like_a_module",
+        components::killed_like_a_module,
+    ),
+    (
+        "wasmtime",
+        "component_serves_on_wasi_sockets",
+        components::serves_on_wasi_sockets,
+    ),
+    (
+        "wasmtime",
+        "component_entry_function_is_refused",
+        components::entry_function_is_refused,
+    ),
+    (
+        "wasmedge",
+        "component_is_refused",
+        components::refused_by_wasmedge,
     ),
     // The CLI precompiles with wasmtime (WasmEdge only when built with its feature).
     (
@@ -208,6 +240,7 @@ fn setup() -> anyhow::Result<()> {
         };
         containerd.import(&wasm_image(&image(name), &module, env)?)?;
     }
+    components::import(&containerd, &modules)?;
     let corrupt = modules.join("corrupt.wasm");
     std::fs::write(&corrupt, b"\0asm\x01\0\0\0\x01\xffgarbage")?;
     containerd.import(&wasm_image(&image("corrupt"), &corrupt, &[])?)?;

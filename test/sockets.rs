@@ -21,6 +21,19 @@ const PORT: &str = "7072";
 /// client in that namespace gets back exactly what it sent, and the module
 /// then reports the byte count and exits 0.
 pub fn echo_server(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    echo_in_new_namespace(env, rt, id, &image("echo_server"), "/echo_server.wasm")
+}
+
+/// Runs the echo server `module` of `image_name` (argv: the port; prints
+/// "listening on PORT", echoes one client, prints "echoed N bytes", exits 0)
+/// in a network namespace made for it, and checks it with one client there.
+pub fn echo_in_new_namespace(
+    env: &Env,
+    rt: &str,
+    id: &str,
+    image_name: &str,
+    module: &str,
+) -> anyhow::Result<()> {
     let ns_file = host_dir(env, id)?.join("netns");
     std::fs::write(&ns_file, "")?;
     let made = std::process::Command::new("unshare")
@@ -32,12 +45,19 @@ pub fn echo_server(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         "unshare --net={} ip link set lo up",
         ns_file.display()
     );
-    let result = serve_one_client(env, rt, id, &ns_file);
+    let result = serve_one_client(env, rt, id, &ns_file, image_name, module);
     let _ = std::process::Command::new("umount").arg(&ns_file).status();
     result
 }
 
-fn serve_one_client(env: &Env, rt: &str, id: &str, ns_file: &Path) -> anyhow::Result<()> {
+fn serve_one_client(
+    env: &Env,
+    rt: &str,
+    id: &str,
+    ns_file: &Path,
+    image_name: &str,
+    module: &str,
+) -> anyhow::Result<()> {
     let fifo = env.containerd.fifo_dir();
     let with = format!("network:{}", ns_file.display());
     let mut run = env
@@ -51,9 +71,9 @@ fn serve_one_client(env: &Env, rt: &str, id: &str, ns_file: &Path) -> anyhow::Re
             rt,
             "--with-ns",
             &with,
-            &image("echo_server"),
+            image_name,
             id,
-            "/echo_server.wasm",
+            module,
             PORT,
         ])
         .stdout(Stdio::piped())
@@ -63,8 +83,8 @@ fn serve_one_client(env: &Env, rt: &str, id: &str, ns_file: &Path) -> anyhow::Re
     let mut first = String::new();
     stdout.read_line(&mut first)?;
     if first.trim() != format!("listening on {PORT}") {
-        let _ = run.kill();
-        let out = run.wait_with_output()?;
+        // A server that failed exits by itself: let `ctr run --rm` remove it.
+        let out = wait_with_deadline(run, Duration::from_secs(20))?;
         anyhow::bail!(
             "the server printed {first:?} instead of listening: {:?}",
             text(&out)

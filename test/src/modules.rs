@@ -1,6 +1,8 @@
 //! The test modules of `test/wasm`, compiled once per run: C with Debian's
 //! clang + wasi-libc (`clang --target=wasm32-wasi --sysroot=/usr`), WAT with
-//! the `wat` crate.
+//! the `wat` crate. [`componentize`] wraps such a module into a
+//! `wasi:cli/command` component with wasmtime's preview-1 adapter, as
+//! `wasm-tools component new --adapt` does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +41,67 @@ pub fn build_c(name: &str, out: &Path) -> anyhow::Result<PathBuf> {
     let target = out.join(format!("{name}.wasm"));
     compile_c(&source_dir().join(format!("{name}.c")), &target)?;
     Ok(target)
+}
+
+/// Wraps the WASI preview 1 command module `module` into a `wasi:cli/command`
+/// component at `target` (the same program, its WASI calls adapted to
+/// preview 2 by wasmtime's command adapter); returns `target`.
+pub fn componentize(module: &Path, target: &Path) -> anyhow::Result<PathBuf> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    let core = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&core)?
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("making a component of {}", module.display()))?;
+    std::fs::write(target, component)?;
+    Ok(target.to_path_buf())
+}
+
+/// Builds `test/wasm/p2/<name>.c`, a program that calls WASI preview 2
+/// interfaces directly, into a `wasi:cli/command` component at
+/// `out/<name>.wasm`: C bindings for `world` of `test/wit` are generated
+/// with wit-bindgen, compiled in, and the module is then componentized.
+pub fn build_p2_component(name: &str, world: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    let bindings = out.join(format!("{name}-bindings"));
+    std::fs::create_dir_all(&bindings)?;
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    let (package, _) = resolve
+        .push_dir(&wit)
+        .with_context(|| format!("reading {}", wit.display()))?;
+    let world_id = resolve.select_world(&[package], Some(world))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world_id, &mut files)?;
+    let mut inputs = vec![source_dir().join("p2").join(format!("{name}.c"))];
+    for (file, contents) in files.iter() {
+        let path = bindings.join(file);
+        std::fs::write(&path, contents)?;
+        if file.ends_with(".c") || file.ends_with(".o") {
+            inputs.push(path);
+        }
+    }
+    let core = bindings.join(format!("{name}.core.wasm"));
+    let status = Command::new("clang")
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-I"])
+        .arg(&bindings)
+        .arg("-o")
+        .arg(&core)
+        .args(&inputs)
+        .status()
+        .context("running clang (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32)")?;
+    if !status.success() {
+        bail!("clang failed on {name}.c with its {world} bindings");
+    }
+    componentize(&core, &out.join(format!("{name}.wasm")))
 }
 
 fn compile_c(source: &Path, target: &Path) -> anyhow::Result<()> {

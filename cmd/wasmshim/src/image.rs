@@ -58,8 +58,11 @@ pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
 pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&args.module)
         .with_context(|| format!("reading {}", args.module.display()))?;
-    if !wasmshim::engine::has_wasm_magic(&wasm) {
-        bail!("{} is not a WebAssembly module", args.module.display());
+    if wasmshim::engine::WasmKind::of(&wasm).is_none() {
+        bail!(
+            "{} is not a WebAssembly module or component",
+            args.module.display()
+        );
     }
     for kv in &args.env {
         if !kv.contains('=') {

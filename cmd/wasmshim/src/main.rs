@@ -2,7 +2,8 @@
 //!
 //! - `wasmshim image build`: package a `.wasm` module as an OCI image archive
 //!   that `ctr image import` accepts (platform `wasi/wasm`).
-//! - `wasmshim check`: compile a module the way the shim will and report problems.
+//! - `wasmshim check`: compile a module or component the way the shim will,
+//!   name its kind and entry or world, and report problems.
 //! - `wasmshim run`: run a module here, the way the shim's worker runs it.
 //! - `wasmshim precompile`: compile a module into the shims' module cache.
 //! - `wasmshim cache ls|prune`: show or empty that cache.
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmshim::engine::wasmtime::WasmtimeEngine;
-use wasmshim::engine::{Engine, RunSpec};
+use wasmshim::engine::{Engine, RunSpec, WasmKind};
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +48,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Compile a module with wasmtime and check its entry function.
+    /// Compile a module or component with wasmtime as the shim would; print
+    /// which it is, and its entry function or world.
     Check {
         /// The .wasm file.
         module: PathBuf,
@@ -174,9 +176,74 @@ fn load(module: PathBuf, entry: String) -> anyhow::Result<(Vec<u8>, RunSpec)> {
 
 fn check(module: PathBuf, entry: String) -> anyhow::Result<()> {
     let (wasm, spec) = load(module, entry)?;
-    WasmtimeEngine::new()
-        .prepare(&wasm, &spec, None)
-        .with_context(|| format!("checking {}", spec.module_name))?;
-    println!("{}: ok (entry '{}')", spec.module_name, spec.entry);
+    println!("{}", describe(&wasm, &spec)?);
     Ok(())
+}
+
+/// Compiles and links `wasm` as the wasmtime shim would; says whether it is a
+/// core module (and its entry) or a component (and its world).
+fn describe(wasm: &[u8], spec: &RunSpec) -> anyhow::Result<String> {
+    let name = &spec.module_name;
+    let kind = WasmKind::of(wasm)
+        .with_context(|| format!("{name} is WebAssembly of an unknown binary version"))?;
+    let what = match kind {
+        WasmKind::Module => format!("core module, entry '{}'", spec.entry),
+        WasmKind::Component => format!(
+            "component, world {}",
+            wasmshim::engine::wasmtime::component::world(wasm, name)?
+        ),
+    };
+    WasmtimeEngine::new()
+        .prepare(wasm, spec, None)
+        .with_context(|| format!("checking {name} ({what})"))?;
+    Ok(format!("{name}: ok ({what})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(entry: &str) -> RunSpec {
+        RunSpec {
+            module: "/m.wasm".into(),
+            module_name: "/m.wasm".into(),
+            entry: entry.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            preopens: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn check_names_module_entry_and_component_world() {
+        let module = wat::parse_str(r#"(module (func (export "_start")))"#).unwrap();
+        assert_eq!(
+            describe(&module, &spec("_start")).unwrap(),
+            "/m.wasm: ok (core module, entry '_start')"
+        );
+        let command = wat::parse_str(
+            r#"(component
+                (core module $m (func (export "run") (result i32) (i32.const 0)))
+                (core instance $i (instantiate $m))
+                (func $run (result (result)) (canon lift (core func $i "run")))
+                (instance $cli (export "run" (func $run)))
+                (export "wasi:cli/run@0.2.0" (instance $cli)))"#,
+        )
+        .unwrap();
+        assert_eq!(
+            describe(&command, &spec("_start")).unwrap(),
+            "/m.wasm: ok (component, world wasi:cli/command)"
+        );
+        let empty = wat::parse_str("(component)").unwrap();
+        let err = format!("{:#}", describe(&empty, &spec("_start")).unwrap_err());
+        assert!(
+            err.contains("checking /m.wasm (component, world unknown (it exports nothing))"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            describe(b"\0asm\x02\0\0\0", &spec("_start")).unwrap_err()
+        );
+        assert!(err.contains("unknown binary version"), "{err}");
+    }
 }

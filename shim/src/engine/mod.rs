@@ -90,7 +90,9 @@ pub trait Engine: Send + Sync {
 
     /// Compiles `wasm` (or loads its compiled code from `cache`), links WASI
     /// and checks that `spec.entry` is an exported function without
-    /// parameters. Runs no guest code. Errors name the problem; a cache that
+    /// parameters. `wasm` is a core module or, for an engine that runs them,
+    /// a `wasi:cli/command` component (see [`WasmKind`]); an engine that
+    /// cannot run components refuses one by name. Runs no guest code. Errors name the problem; a cache that
     /// fails is logged and bypassed, never an error.
     fn prepare(
         &self,
@@ -186,6 +188,38 @@ pub fn has_wasm_magic(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm")
 }
 
+/// What a WebAssembly binary holds, read from its 8-byte header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A core module (version 1): WASI preview 1, `_start` or a named export.
+    Module,
+    /// A component (component-model layer 1): WASI preview 2 worlds such as
+    /// `wasi:cli/command`.
+    Component,
+}
+
+impl WasmKind {
+    /// The kind of `bytes`, or `None` when they are not WebAssembly or of an
+    /// unknown binary version.
+    pub fn of(bytes: &[u8]) -> Option<WasmKind> {
+        match bytes.get(..8)? {
+            [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(WasmKind::Module),
+            // Version 0x0d (the component model's pre-1.0 version), layer 1.
+            [0, b'a', b's', b'm', _, _, 1, 0] => Some(WasmKind::Component),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WasmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WasmKind::Module => "module",
+            WasmKind::Component => "component",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +230,18 @@ mod tests {
         assert!(!has_wasm_magic(b"\x7fELF\x02\x01"));
         assert!(!has_wasm_magic(b"#!/bin/sh\n"));
         assert!(!has_wasm_magic(b"\0as"));
+    }
+
+    #[test]
+    fn kind_tells_module_from_component() {
+        assert_eq!(WasmKind::of(b"\0asm\x01\0\0\0"), Some(WasmKind::Module));
+        assert_eq!(
+            WasmKind::of(b"\0asm\x0d\0\x01\0"),
+            Some(WasmKind::Component)
+        );
+        assert_eq!(WasmKind::of(b"\0asm\x02\0\0\0"), None);
+        assert_eq!(WasmKind::of(b"\0asm\x01"), None);
+        assert_eq!(WasmKind::of(b"\x7fELF\x02\x01\x01\0"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{params, ExternalInstanceType, LogManager, Module, Store, Vm};
 
 use super::cache::{CacheKey, ModuleCache};
-use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec};
+use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind};
 
 /// The WasmEdge engine (`io.containerd.wasmedge.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,6 +90,18 @@ fn load(config: &wasmedge_sdk::config::Config, wasm: &[u8], name: &str) -> anyho
         .with_context(|| format!("{name} is not a valid WebAssembly module"))
 }
 
+/// Fails, naming `name`, when `wasm` is a component: this engine runs core
+/// modules only.
+fn refuse_component(wasm: &[u8], name: &str) -> anyhow::Result<()> {
+    if WasmKind::of(wasm) == Some(WasmKind::Component) {
+        bail!(
+            "{name} is a WebAssembly component; the wasmedge engine runs only core modules \
+             (run components with io.containerd.wasmtime.v1)"
+        );
+    }
+    Ok(())
+}
+
 impl Engine for WasmEdgeEngine {
     fn name(&self) -> &'static str {
         "wasmedge"
@@ -109,6 +121,7 @@ impl Engine for WasmEdgeEngine {
         source: &str,
         cache: &ModuleCache,
     ) -> anyhow::Result<Precompiled> {
+        refuse_component(wasm, source)?;
         LogManager::log_error_info();
         let config = engine_config()?;
         let key = key_for(&config, wasm);
@@ -132,6 +145,7 @@ impl Engine for WasmEdgeEngine {
         spec: &RunSpec,
         cache: Option<&ModuleCache>,
     ) -> anyhow::Result<Box<dyn PreparedModule>> {
+        refuse_component(wasm, &spec.module_name)?;
         // WasmEdge logs compile progress at info level to stderr, which is the
         // container's: keep only its errors there.
         LogManager::log_error_info();

@@ -1,4 +1,5 @@
-//! The wasmtime engine: WASI preview 1 modules through `wasmtime-wasi`.
+//! The wasmtime engine: WASI preview 1 modules and `wasi:cli/command`
+//! components (WASI preview 2, in [`component`]) through `wasmtime-wasi`.
 //!
 //! Runs in the worker process. [`engine_config`] is the one place the
 //! wasmtime configuration is built, so that anything compiled ahead of time
@@ -8,14 +9,18 @@
 //! cache shares between containers.
 
 use std::hash::Hash;
+use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context};
+use wasmtime::component::Component;
 use wasmtime::{ExternType, InstancePre, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::cache::{CacheKey, ModuleCache, Sha256Hasher};
-use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec};
+use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind};
+
+pub mod component;
 
 /// The wasmtime engine (`io.containerd.wasmtime.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,22 +69,70 @@ fn key_for(engine: &wasmtime::Engine, wasm: &[u8]) -> CacheKey {
     )
 }
 
-/// Compiles `wasm`, naming the module in the error.
-fn compile(engine: &wasmtime::Engine, wasm: &[u8], name: &str) -> anyhow::Result<Module> {
-    Module::new(engine, wasm)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{name} is not a valid WebAssembly module"))
+/// Compiled code wasmtime can cache: a core [`Module`] or a [`Component`].
+trait Compiled: Sized {
+    /// Compiles `wasm`, naming it in the error.
+    fn compile(engine: &wasmtime::Engine, wasm: &[u8], name: &str) -> anyhow::Result<Self>;
+    /// The compiled code, as [`Compiled::load`] reads it back.
+    fn serialize(&self) -> anyhow::Result<Vec<u8>>;
+    /// Maps a payload [`Compiled::serialize`] wrote.
+    ///
+    /// # Safety
+    /// `file` must hold a payload this wasmtime version serialised, unmodified.
+    unsafe fn load(engine: &wasmtime::Engine, file: &std::fs::File) -> anyhow::Result<Self>;
 }
 
-/// The compiled module from `cache`, if it holds a loadable entry for `key`.
-fn load_cached(engine: &wasmtime::Engine, cache: &ModuleCache, key: &CacheKey) -> Option<Module> {
+impl Compiled for Module {
+    fn compile(engine: &wasmtime::Engine, wasm: &[u8], name: &str) -> anyhow::Result<Self> {
+        Module::new(engine, wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{name} is not a valid WebAssembly module"))
+    }
+
+    fn serialize(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(Module::serialize(self)?)
+    }
+
+    unsafe fn load(engine: &wasmtime::Engine, file: &std::fs::File) -> anyhow::Result<Self> {
+        let file = file.try_clone()?;
+        // SAFETY: the caller vouches for the payload (this function's contract).
+        Ok(unsafe { Module::deserialize_open_file(engine, file) }?)
+    }
+}
+
+impl Compiled for Component {
+    fn compile(engine: &wasmtime::Engine, wasm: &[u8], name: &str) -> anyhow::Result<Self> {
+        Component::new(engine, wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{name} is not a valid WebAssembly component"))
+    }
+
+    fn serialize(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(Component::serialize(self)?)
+    }
+
+    unsafe fn load(engine: &wasmtime::Engine, file: &std::fs::File) -> anyhow::Result<Self> {
+        // wasmtime maps components by path only: this descriptor's own path,
+        // so that what is mapped is the very file that was checksummed.
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        // SAFETY: the caller vouches for the payload (this function's contract).
+        Ok(unsafe { Component::deserialize_file(engine, path) }?)
+    }
+}
+
+/// The compiled code of `key` from `cache`, if it holds a loadable entry.
+fn load_cached<C: Compiled>(
+    engine: &wasmtime::Engine,
+    cache: &ModuleCache,
+    key: &CacheKey,
+) -> Option<C> {
     let hit = cache.lookup(key)?;
-    // SAFETY: the file is a payload this shim wrote with `Module::serialize`
+    // SAFETY: the file is a payload this shim wrote with `Compiled::serialize`
     // into a cache directory only this user can write (checked by
     // `ModuleCache::open`), checksummed right now from this very descriptor;
     // entries are never modified in place (a removed one stays mapped intact).
-    match unsafe { Module::deserialize_open_file(engine, hit.file) } {
-        Ok(module) => Some(module),
+    match unsafe { C::load(engine, &hit.file) } {
+        Ok(compiled) => Some(compiled),
         Err(e) => {
             log::warn!("cache entry {key} does not load, compiling again: {e:#}");
             cache.discard(key);
@@ -89,28 +142,64 @@ fn load_cached(engine: &wasmtime::Engine, cache: &ModuleCache, key: &CacheKey) -
 }
 
 /// Loads `wasm`'s compiled code from `cache`, or compiles it and stores it.
-/// Returns the module and whether it came from the cache.
-fn compile_cached(
+/// Returns the code and whether it came from the cache.
+fn compile_cached<C: Compiled>(
     engine: &wasmtime::Engine,
     wasm: &[u8],
     name: &str,
     cache: &ModuleCache,
-) -> anyhow::Result<(Module, bool)> {
+) -> anyhow::Result<(C, bool)> {
     let key = key_for(engine, wasm);
-    if let Some(module) = load_cached(engine, cache, &key) {
+    if let Some(compiled) = load_cached(engine, cache, &key) {
         log::debug!("cache hit: {key}");
-        return Ok((module, true));
+        return Ok((compiled, true));
     }
-    let module = compile(engine, wasm, name)?;
-    let stored = module
+    let compiled = C::compile(engine, wasm, name)?;
+    let stored = compiled
         .serialize()
-        .map_err(anyhow::Error::from)
         .and_then(|code| cache.insert(&key, name, &code));
     match stored {
         Ok(path) => log::debug!("cache miss: compiled {key} into {}", path.display()),
         Err(e) => log::warn!("cache miss: compiled {key}, not stored: {e:#}"),
     }
-    Ok((module, false))
+    Ok((compiled, false))
+}
+
+/// Compiles `wasm` as a `C`, through `cache` when there is one.
+fn compile_maybe_cached<C: Compiled>(
+    engine: &wasmtime::Engine,
+    wasm: &[u8],
+    name: &str,
+    cache: Option<&ModuleCache>,
+) -> anyhow::Result<C> {
+    match cache {
+        Some(cache) => Ok(compile_cached(engine, wasm, name, cache)?.0),
+        None => C::compile(engine, wasm, name),
+    }
+}
+
+/// The WASI context of `spec` as both WASI versions share it: args, env,
+/// stdio (the worker's own), and the preopened directories.
+fn wasi_builder(spec: &RunSpec) -> anyhow::Result<WasiCtxBuilder> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdio().args(&spec.args).envs(&spec.env);
+    for dir in &spec.preopens {
+        let perms = if dir.readonly {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "cannot open {} to mount it at {}",
+                    dir.host.display(),
+                    dir.guest
+                )
+            })?;
+    }
+    Ok(wasi)
 }
 
 impl Engine for WasmtimeEngine {
@@ -133,7 +222,12 @@ impl Engine for WasmtimeEngine {
         cache: &ModuleCache,
     ) -> anyhow::Result<Precompiled> {
         let engine = engine_for(wasm.len())?;
-        let (_, was_cached) = compile_cached(&engine, wasm, source, cache)?;
+        let was_cached = match WasmKind::of(wasm) {
+            Some(WasmKind::Component) => {
+                compile_cached::<Component>(&engine, wasm, source, cache)?.1
+            }
+            _ => compile_cached::<Module>(&engine, wasm, source, cache)?.1,
+        };
         Ok(Precompiled {
             key: key_for(&engine, wasm),
             was_cached,
@@ -147,10 +241,11 @@ impl Engine for WasmtimeEngine {
         cache: Option<&ModuleCache>,
     ) -> anyhow::Result<Box<dyn PreparedModule>> {
         let engine = engine_for(wasm.len())?;
-        let module = match cache {
-            Some(cache) => compile_cached(&engine, wasm, &spec.module_name, cache)?.0,
-            None => compile(&engine, wasm, &spec.module_name)?,
-        };
+        if WasmKind::of(wasm) == Some(WasmKind::Component) {
+            let compiled = compile_maybe_cached(&engine, wasm, &spec.module_name, cache)?;
+            return component::prepare(&engine, &compiled, spec);
+        }
+        let module: Module = compile_maybe_cached(&engine, wasm, &spec.module_name, cache)?;
         match module.get_export(&spec.entry) {
             Some(ExternType::Func(ty)) if ty.params().len() == 0 => {}
             Some(ExternType::Func(_)) => bail!(
@@ -171,31 +266,24 @@ impl Engine for WasmtimeEngine {
             .instantiate_pre(&module)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot link {}", spec.module_name))?;
-
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdio().args(&spec.args).envs(&spec.env);
-        for dir in &spec.preopens {
-            let perms = if dir.readonly {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(anyhow::Error::from)
-                .with_context(|| {
-                    format!(
-                        "cannot open {} to mount it at {}",
-                        dir.host.display(),
-                        dir.guest
-                    )
-                })?;
-        }
-        let store = Store::new(&engine, wasi.build_p1());
+        let store = Store::new(&engine, wasi_builder(spec)?.build_p1());
         Ok(Box::new(PreparedWasmtime {
             store,
             pre,
             entry: spec.entry.clone(),
         }))
+    }
+}
+
+/// How a run through wasmtime ended: `proc_exit`/`wasi:cli/exit` with a
+/// status, or a trap.
+fn outcome_of(result: wasmtime::Result<()>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Exited(0),
+        Err(err) => match err.downcast_ref::<I32Exit>() {
+            Some(exit) => Outcome::Exited(exit.0),
+            None => Outcome::Trapped(format!("{err:?}")),
+        },
     }
 }
 
@@ -220,13 +308,7 @@ impl PreparedModule for PreparedWasmtime {
             let mut results = vec![wasmtime::Val::I32(0); func.ty(&store).results().len()];
             func.call(&mut store, &[], &mut results)
         });
-        match result {
-            Ok(()) => Outcome::Exited(0),
-            Err(err) => match err.downcast_ref::<I32Exit>() {
-                Some(exit) => Outcome::Exited(exit.0),
-                None => Outcome::Trapped(format!("{err:?}")),
-            },
-        }
+        outcome_of(result)
     }
 }
 
