@@ -34,7 +34,7 @@ const CHECK_EVERY: usize = 500;
 const CONTAINERD_RSS_SLACK_KIB: u64 = 32 * 1024;
 
 /// Growth of the long-lived pod shim's RSS over its baseline (allocator
-/// caches; a leak of one page per cycle would pass it within 2,000 cycles).
+/// caches; a leak of one page per cycle would exceed it within 1,100 cycles).
 const SHIM_RSS_SLACK_KIB: u64 = 4 * 1024;
 
 /// Extra threads containerd may start under load and keep (Go never ends

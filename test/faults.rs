@@ -24,13 +24,7 @@ use nix::unistd::Pid;
 use wasmshim_integration::{cmdline, engines, modules, runtime, text, wasm_image, Containerd};
 
 /// Cases an engine is known not to pass yet: (engine, case).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    // After a containerd restart the shims' first publish fails on their
-    // stale connection and is retried a second later, by which time a shim
-    // that shut down after Delete has dropped its /tasks/delete event.
-    ("wasmtime", "containerd_sigkill_with_twenty_containers"),
-    ("wasmedge", "containerd_sigkill_with_twenty_containers"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 type Case = fn(&Fixture) -> anyhow::Result<()>;
 
