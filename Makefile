@@ -1,6 +1,7 @@
 # wasmshim: build, test and demo on Debian 12 (as root).
 #   make demo             a private containerd runs a Wasm image through our shim
 #   make test             every test (installs missing apt packages first)
+#   make soak             20,000 create/start/wait/delete cycles per engine (make test: 2,000)
 #   make bench [QUICK=1]  start latency, memory, density against runc
 #                         (DOCKER_ONLY=1: only docker run --rm, report in target/bench)
 PREFIX  ?= /usr/local/bin
@@ -27,7 +28,7 @@ ENGINES ?= $(strip $(foreach e,$(ENGINE_TABLE),$(call buildable,$(word 1,$(subst
 # The integration tests and the bench require exactly these shims (missing or stale: failure).
 export WASMSHIM_ENGINES := $(ENGINES)
 
-.PHONY: all deps build install test unit integration check-wasmedge demo bench lint fmt clean
+.PHONY: all deps build install test unit integration soak check-wasmedge demo bench lint fmt clean
 
 all: build
 
@@ -56,6 +57,9 @@ unit:
 
 integration:
 	$(CARGO) test --release -p wasmshim-integration
+
+soak: build
+	WASMSHIM_CHURN_CYCLES=20000 $(CARGO) test --release -p wasmshim-integration --test churn
 
 check-wasmedge:
 ifneq ($(WASMEDGE_FOUND),)

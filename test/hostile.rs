@@ -404,7 +404,7 @@ const CASES: &[Case] = &[
         "module_of_a_million_functions_under_a_limit",
         Refused(
             Unclassified,
-            "worker process: exited with status 137 before loading the module",
+            "worker process: killed by the OOM killer at the container's memory limit of 256 MiB while loading the module (exit status 137)",
         ),
         million_functions,
     ),

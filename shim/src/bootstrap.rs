@@ -84,6 +84,7 @@ impl Shim for ShimMain {
         if let Err(e) = self.launcher().cleanup(&self.id, &self.bundle).await {
             log::error!("container {}: {}", self.id, e.message());
         }
+        remove_dead_socket(&self.bundle.join("address"));
         Ok(DeleteResponse {
             exit_status: exit::killed_by(libc::SIGKILL),
             exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),
@@ -101,5 +102,53 @@ impl Shim for ShimMain {
             Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
             self.exit.clone(),
         )
+    }
+}
+
+/// Removes the unix socket named by the bundle's `address` file when no
+/// server listens on it any more. A shim server removes its socket when it
+/// shuts down; one that was killed leaves it in `/run/containerd/s`, one
+/// file per crashed shim, forever. A socket that still accepts connections
+/// (the shim of a pod, serving other containers) is kept.
+fn remove_dead_socket(address_file: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(address) = std::fs::read_to_string(address_file) else {
+        return;
+    };
+    let path = std::path::Path::new(address.trim().trim_start_matches("unix://"));
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("removing the dead shim's socket {}: {e}", path.display());
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_dead_socket;
+
+    #[test]
+    fn a_dead_shims_socket_is_removed_a_live_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, dead) = (dir.path().join("live"), dir.path().join("dead"));
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        // Dropping a listener closes it but leaves its file, as a killed shim does.
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        for socket in [&live, &dead] {
+            let address = socket.with_extension("address");
+            std::fs::write(&address, format!("unix://{}", socket.display())).unwrap();
+            remove_dead_socket(&address);
+        }
+        assert!(live.exists(), "a socket with a server was removed");
+        assert!(!dead.exists(), "the dead socket was kept");
+        // No address file, or one naming nothing: nothing happens.
+        remove_dead_socket(&dir.path().join("missing"));
     }
 }

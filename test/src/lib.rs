@@ -676,3 +676,51 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Fault injection on the daemon itself (issue 12's fault suite): kill it
+/// without warning and start it again on the same root, state and socket.
+impl Containerd {
+    /// SIGKILLs the daemon (no shutdown of any kind) and reaps it. Its shims
+    /// and their containers live on.
+    pub fn kill_daemon(&self) {
+        let mut daemon = self.daemon.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+
+    /// Starts containerd again with the config, root, state, socket and log
+    /// of the first start (the log is appended to), and `env` as `options.env`
+    /// gave it, after [`Containerd::kill_daemon`]. Waits until it answers.
+    /// Not for a daemon started with `private_network`.
+    pub fn restart(&self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("containerd.log"))?;
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMSHIM_CACHE_DIR", root.join("cache"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd again")?;
+        *self.daemon.lock().unwrap_or_else(|e| e.into_inner()) = child;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            if Instant::now() > deadline {
+                bail!("containerd did not come back: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}

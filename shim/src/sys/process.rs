@@ -295,7 +295,7 @@ async fn spawn_loaded(
                 .unwrap_or(exit::UNKNOWN);
             Some(Error::internal(
                 "worker process",
-                anyhow::anyhow!("exited with status {status} before loading the module"),
+                anyhow::anyhow!(died_loading(status, &enclosure)),
             ))
         }
     };
@@ -312,6 +312,40 @@ async fn spawn_loaded(
         lines,
         write,
     })
+}
+
+/// Why a worker with exit `status` died before it replied: the OOM killer
+/// at the container's memory limit (the cgroup's `oom_kill` counter rose),
+/// or only the status.
+fn died_loading(status: u32, enclosure: &Enclosure) -> String {
+    if !enclosure.oom_killed() {
+        return format!("exited with status {status} before loading the module");
+    }
+    let limit = enclosure
+        .plan()
+        .cgroup
+        .resources
+        .memory()
+        .as_ref()
+        .and_then(|m| m.limit());
+    match limit {
+        Some(bytes) if bytes > 0 => format!(
+            "killed by the OOM killer at the container's memory limit of {} while \
+             loading the module (exit status {status}); raise the limit or use a smaller module",
+            human_bytes(bytes as u64)
+        ),
+        _ => format!("killed by the OOM killer while loading the module (exit status {status})"),
+    }
+}
+
+/// `bytes` as `256 MiB`, or exact bytes when it is not a whole number of KiB.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes.is_multiple_of(*unit))
+        .map(|(unit, name)| format!("{} {name}", bytes / unit))
+        .unwrap_or_else(|| format!("{bytes} bytes"))
 }
 
 /// Create for the OCI runtime CLI: a worker for container `id` of `bundle`,
@@ -505,6 +539,14 @@ mod tests {
         let memory = Path::new("/sys/fs/cgroup/memory/wasmshim-unit").join(&id);
         assert!(!memory.exists(), "{} left", memory.display());
         let _ = std::fs::remove_dir(memory.parent().unwrap());
+    }
+
+    #[test]
+    fn memory_limits_read_as_people_write_them() {
+        assert_eq!(human_bytes(256 << 20), "256 MiB");
+        assert_eq!(human_bytes(2 << 30), "2 GiB");
+        assert_eq!(human_bytes(1536 << 10), "1536 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
     }
 
     #[test]
