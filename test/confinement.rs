@@ -267,7 +267,7 @@ fn escapes_are_denied(env: &Env, engine: &str, id: &str) -> anyhow::Result<()> {
     }
     // Symlinks the module makes, then follows.
     let made = [
-        format!("symlink:../host-secret.txt:/made-rel"),
+        "symlink:../host-secret.txt:/made-rel".to_string(),
         format!("symlink:{base}/host-secret.txt:/made-abs"),
         format!("symlink:{climb}:/made-up"),
         "symlink:../host-secret.txt:/data/made-rel".to_string(),
