@@ -65,7 +65,7 @@ fn smith_config(i: u64) -> wasm_smith::Config {
         max_element_segments: 10,
         ..wasm_smith::Config::default()
     };
-    if i % 4 != 0 {
+    if !i.is_multiple_of(4) {
         // Proposals both engines enable by default. Not reference types:
         // wasmtime without its `gc` feature refuses `externref`.
         config.reference_types_enabled = false;
@@ -90,7 +90,7 @@ fn module(i: u64) -> (Vec<u8>, bool) {
     let mut u = Unstructured::new(&bytes);
     let mut module = wasm_smith::Module::new(smith_config(i), &mut u).unwrap();
     module.ensure_termination(FUEL).unwrap();
-    (module.to_bytes(), i % 4 != 0)
+    (module.to_bytes(), !i.is_multiple_of(4))
 }
 
 /// The first exported function of `wasm` without parameters, if any (the
