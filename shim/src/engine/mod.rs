@@ -18,6 +18,8 @@ pub use cache::{CacheKey, ModuleCache};
 pub mod cache;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod generated;
 #[cfg(feature = "wasmedge")]
 pub mod wasmedge;
 #[cfg(feature = "wasmtime")]

@@ -39,11 +39,27 @@ pub struct Bundle {
     pub workload: Workload,
 }
 
-/// Reads `<bundle>/config.json`.
+/// Reads `<bundle>/config.json`. A field that does not parse is named by
+/// its path in the error (`process.user.uid: invalid type: …`).
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let config = bundle.join("config.json");
-    Spec::load(&config).map_err(|e| {
-        Error::InvalidArgument(format!("cannot read OCI spec {}: {e}", config.display()))
+    let invalid = |why: String| {
+        Error::InvalidArgument(format!("cannot read OCI spec {}: {why}", config.display()))
+    };
+    let json = std::fs::read(&config).map_err(|e| invalid(e.to_string()))?;
+    parse_spec(&json).map_err(invalid)
+}
+
+/// Parses a `config.json`; the error starts with the path of the field that
+/// does not parse, when there is one.
+fn parse_spec(json: &[u8]) -> std::result::Result<Spec, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        match field.as_str() {
+            "." => e.into_inner().to_string(),
+            _ => format!("{field}: {}", e.into_inner()),
+        }
     })
 }
 
@@ -346,6 +362,9 @@ fn bind_preopen(mount: &Mount) -> Result<Option<Preopen>> {
         readonly: options.iter().any(|o| o == "ro"),
     }))
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

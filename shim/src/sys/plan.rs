@@ -114,6 +114,16 @@ impl CgroupsPath {
         {
             return Err(invalid("must not contain '..'"));
         }
+        // A path of only `/` and `.` is the hierarchy's root: the host's own
+        // cgroup, whose processes removing the container's cgroup would kill.
+        if !path_buf
+            .components()
+            .any(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(invalid(
+                "names the root cgroup; a container needs a cgroup of its own",
+            ));
+        }
         // runc joins a relative path below the hierarchy's root as well.
         Ok(CgroupsPath::Fs(Path::new("/").join(path_buf)))
     }
@@ -682,7 +692,16 @@ mod tests {
 
     #[test]
     fn bad_cgroups_paths_name_the_field() {
-        for bad in ["/a/../../etc", "a:b", "system:docker:abc", "a.slice:p:"] {
+        // "/" and "." (found by the property tests): the host's root cgroup.
+        for bad in [
+            "/a/../../etc",
+            "a:b",
+            "system:docker:abc",
+            "a.slice:p:",
+            "/",
+            ".",
+            "/./",
+        ] {
             let err = CgroupsPath::parse(bad, "c").unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{bad}");
             assert!(err.to_string().contains("linux.cgroupsPath"), "{err}");
