@@ -112,6 +112,8 @@ fn main() {
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(env) = ENV.get() {
         env.containerd.stop();
+        // Statics are never dropped: remove the CNI config and logs here.
+        let _ = std::fs::remove_dir_all(env.dir.path());
     }
     conclusion.exit();
 }
