@@ -8,7 +8,9 @@
 use anyhow::ensure;
 use wasmshim_integration::{modules, text, wasm_image, Containerd};
 
-use super::{expect_error, expect_output, host_dir, kill_running, Env};
+use super::{
+    check_args_and_env, check_read_only_mount, expect_error, image_env, kill_running, Env,
+};
 
 /// The WASI preview 1 C programs the component cases use, each made a
 /// component with the adapter and imported as `component-<name>`.
@@ -33,12 +35,7 @@ pub fn import(containerd: &Containerd, modules_dir: &std::path::Path) -> anyhow:
     for name in PROGRAMS {
         let file = format!("{name}.wasm");
         let component = modules::componentize(&modules_dir.join(&file), &out.join(&file))?;
-        let env: &[&str] = if *name == "args" {
-            &["IMAGE_ENV=from-image"]
-        } else {
-            &[]
-        };
-        containerd.import(&wasm_image(&image(name), &component, env)?)?;
+        containerd.import(&wasm_image(&image(name), &component, image_env(name))?)?;
     }
     let p2 = out.join("p2");
     for (name, world) in P2_PROGRAMS {
@@ -52,28 +49,7 @@ pub fn import(containerd: &Containerd, modules_dir: &std::path::Path) -> anyhow:
 /// the container's: 0 and 1 through the adapter's `proc_exit` (which knows
 /// no other statuses), 3 and 0 through `wasi:cli/exit`'s `exit-with-code`.
 pub fn args_env_and_exit(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
-    let out = env.containerd.run(
-        Some(rt),
-        &[
-            "--env",
-            "GREETING=hi there",
-            &image("args"),
-            id,
-            "/args.wasm",
-            "one",
-            "two words",
-        ],
-    );
-    expect_output(
-        &out,
-        &[
-            "arg 0=/args.wasm\n",
-            "arg 1=one\n",
-            "arg 2=two words\n",
-            "env GREETING=hi there\n",
-            "env IMAGE_ENV=from-image\n",
-        ],
-    )?;
+    check_args_and_env(env, rt, id, &image("args"))?;
     let exits = [("exit", 0), ("exit", 1), ("p2-exit", 3), ("p2-exit", 0)];
     for (program, code) in exits {
         let code_arg = code.to_string();
@@ -97,35 +73,7 @@ pub fn args_env_and_exit(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 /// A read-only bind mount: the component reads it and its write is refused,
 /// as for a module (`files.c` exits 2, which the adapter reports as 1).
 pub fn read_only_mount(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
-    let dir = host_dir(env, id)?;
-    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
-    let out = env.containerd.run(
-        Some(rt),
-        &[
-            "--mount",
-            &mount,
-            &image("files"),
-            id,
-            "/files.wasm",
-            "/data/in.txt",
-            "/data/out.txt",
-        ],
-    );
-    let (stdout, stderr) = text(&out);
-    ensure!(
-        stdout.contains("content from the host"),
-        "the component could not read its mount: {stdout:?} {stderr:?}"
-    );
-    ensure!(
-        out.status.code() == Some(1) && stderr.contains("write /data/out.txt"),
-        "the write was not refused: {:?} {stdout:?} {stderr:?}",
-        out.status
-    );
-    ensure!(
-        !dir.join("out.txt").exists(),
-        "a component wrote through a read-only mount"
-    );
-    Ok(())
+    check_read_only_mount(env, rt, id, &image("files"), 1)
 }
 
 /// A sleeping component stops within a second of SIGKILL (137) and of

@@ -233,12 +233,7 @@ fn setup() -> anyhow::Result<()> {
         "echo_server",
     ] {
         let module = modules.join(format!("{name}.wasm"));
-        let env: &[&str] = if name == "args" {
-            &["IMAGE_ENV=from-image"]
-        } else {
-            &[]
-        };
-        containerd.import(&wasm_image(&image(name), &module, env)?)?;
+        containerd.import(&wasm_image(&image(name), &module, image_env(name))?)?;
     }
     components::import(&containerd, &modules)?;
     let corrupt = modules.join("corrupt.wasm");
@@ -307,12 +302,19 @@ fn hello_world(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 }
 
 fn args_and_env(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    check_args_and_env(env, rt, id, &image("args"))
+}
+
+/// Runs `image_name` (the `args` program, as a module or a component) with
+/// two args and an env var, and checks that it printed them all, the
+/// image's own env var too.
+fn check_args_and_env(env: &Env, rt: &str, id: &str, image_name: &str) -> anyhow::Result<()> {
     let out = env.containerd.run(
         Some(rt),
         &[
             "--env",
             "GREETING=hi there",
-            &image("args"),
+            image_name,
             id,
             "/args.wasm",
             "one",
@@ -330,6 +332,15 @@ fn args_and_env(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// The env an image of test program `name` carries: `args` prints it.
+fn image_env(name: &str) -> &'static [&'static str] {
+    if name == "args" {
+        &["IMAGE_ENV=from-image"]
+    } else {
+        &[]
+    }
 }
 
 fn exit_codes(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
@@ -415,6 +426,19 @@ fn bind_mount_read_write(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 }
 
 fn bind_mount_read_only(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    check_read_only_mount(env, rt, id, &image("files"), 2)
+}
+
+/// Runs `image_name` (the `files` program, as a module or a component) with
+/// a read-only bind mount at `/data`: it reads the host's file, its write is
+/// refused with a message and exit status `status`, and nothing is written.
+fn check_read_only_mount(
+    env: &Env,
+    rt: &str,
+    id: &str,
+    image_name: &str,
+    status: i32,
+) -> anyhow::Result<()> {
     let dir = host_dir(env, id)?;
     let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
     let out = env.containerd.run(
@@ -422,7 +446,7 @@ fn bind_mount_read_only(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         &[
             "--mount",
             &mount,
-            &image("files"),
+            image_name,
             id,
             "/files.wasm",
             "/data/in.txt",
@@ -435,8 +459,8 @@ fn bind_mount_read_only(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         "reading failed: {stdout:?} {stderr:?}"
     );
     ensure!(
-        out.status.code() == Some(2),
-        "the write was not refused: {:?} {stderr:?}",
+        out.status.code() == Some(status),
+        "the write was not refused with {status}: {:?} {stderr:?}",
         out.status
     );
     ensure!(
