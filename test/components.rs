@@ -21,6 +21,10 @@ pub const PROGRAMS: &[&str] = &["args", "exit", "files", "sleep"];
 /// `component-p2-<name>`.
 pub const P2_PROGRAMS: &[(&str, &str)] = &[("echo", "sockets-echo"), ("exit", "exit-code")];
 
+/// The HTTP functions of `test/wasm/p2` (no `main`: `wasi:http/proxy`
+/// components), with their world; imported as `component-p2-<name>`.
+pub const P2_FUNCTIONS: &[(&str, &str)] = &[("http_hello", "http-hello")];
+
 /// The component image made from test program `name`.
 pub fn image(name: &str) -> String {
     format!("docker.io/wasmshim-test/component-{name}:latest")
@@ -28,7 +32,7 @@ pub fn image(name: &str) -> String {
 
 /// Builds the components of [`PROGRAMS`] from the modules in `modules_dir`
 /// and imports them; each keeps its module's file name (`/args.wasm`). Also
-/// builds and imports [`P2_PROGRAMS`].
+/// builds and imports [`P2_PROGRAMS`] and [`P2_FUNCTIONS`].
 pub fn import(containerd: &Containerd, modules_dir: &std::path::Path) -> anyhow::Result<()> {
     let out = modules_dir.join("components");
     std::fs::create_dir_all(&out)?;
@@ -40,6 +44,10 @@ pub fn import(containerd: &Containerd, modules_dir: &std::path::Path) -> anyhow:
     let p2 = out.join("p2");
     for (name, world) in P2_PROGRAMS {
         let component = modules::build_p2_component(name, world, &p2)?;
+        containerd.import(&wasm_image(&image(&format!("p2-{name}")), &component, &[])?)?;
+    }
+    for (name, world) in P2_FUNCTIONS {
+        let component = modules::build_p2(name, world, &p2, modules::Exec::Reactor)?;
         containerd.import(&wasm_image(&image(&format!("p2-{name}")), &component, &[])?)?;
     }
     Ok(())

@@ -19,6 +19,7 @@ use wasmshim_integration::{
 #[path = "cache.rs"]
 mod cache;
 mod components;
+mod http;
 mod isolation;
 mod linux;
 mod sockets;
@@ -142,6 +143,22 @@ const ENGINE_CASES: &[(&str, &str, Case)] = &[
         "wasmedge",
         "component_is_refused",
         components::refused_by_wasmedge,
+    ),
+    // HTTP functions (`wasi:http/proxy` components) are served by wasmtime.
+    (
+        "wasmtime",
+        "http_function_answers_concurrent_clients",
+        http::answers_concurrent_clients,
+    ),
+    (
+        "wasmtime",
+        "http_function_sigterm_loses_no_request",
+        http::sigterm_during_load_loses_no_request,
+    ),
+    (
+        "wasmtime",
+        "http_function_bad_address_is_refused",
+        http::bad_address_is_refused,
     ),
     // The CLI precompiles with wasmtime (WasmEdge only when built with its feature).
     (

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod clients;
+pub mod http;
 pub mod modules;
 
 use std::path::{Path, PathBuf};

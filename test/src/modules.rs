@@ -43,20 +43,37 @@ pub fn build_c(name: &str, out: &Path) -> anyhow::Result<PathBuf> {
     Ok(target)
 }
 
+/// What a component built from C is: a program with a `main`, or a library
+/// whose exports the host calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// A `wasi:cli/command`: `main` runs through `wasi:cli/run`.
+    Command,
+    /// No `main` (`-mexec-model=reactor`): only the world's exports, such as
+    /// `wasi:http/incoming-handler`.
+    Reactor,
+}
+
 /// Wraps the WASI preview 1 command module `module` into a `wasi:cli/command`
 /// component at `target` (the same program, its WASI calls adapted to
 /// preview 2 by wasmtime's command adapter); returns `target`.
 pub fn componentize(module: &Path, target: &Path) -> anyhow::Result<PathBuf> {
+    componentize_as(module, target, Exec::Command)
+}
+
+fn componentize_as(module: &Path, target: &Path, exec: Exec) -> anyhow::Result<PathBuf> {
     use wasi_preview1_component_adapter_provider::{
         WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    };
+    let adapter = match exec {
+        Exec::Command => WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        Exec::Reactor => WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
     };
     let core = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&core)?
-        .adapter(
-            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )?
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter)?
         .validate(true)
         .encode()
         .with_context(|| format!("making a component of {}", module.display()))?;
@@ -69,6 +86,12 @@ pub fn componentize(module: &Path, target: &Path) -> anyhow::Result<PathBuf> {
 /// `out/<name>.wasm`: C bindings for `world` of `test/wit` are generated
 /// with wit-bindgen, compiled in, and the module is then componentized.
 pub fn build_p2_component(name: &str, world: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    build_p2(name, world, out, Exec::Command)
+}
+
+/// Builds `test/wasm/p2/<name>.c` as [`build_p2_component`] does, as a
+/// component of `exec` kind.
+pub fn build_p2(name: &str, world: &str, out: &Path, exec: Exec) -> anyhow::Result<PathBuf> {
     let bindings = out.join(format!("{name}-bindings"));
     std::fs::create_dir_all(&bindings)?;
     let mut resolve = wit_parser::Resolve::default();
@@ -90,8 +113,13 @@ pub fn build_p2_component(name: &str, world: &str, out: &Path) -> anyhow::Result
         }
     }
     let core = bindings.join(format!("{name}.core.wasm"));
-    let status = Command::new("clang")
-        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-I"])
+    let mut clang = Command::new("clang");
+    clang.args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2"]);
+    if exec == Exec::Reactor {
+        clang.arg("-mexec-model=reactor");
+    }
+    let status = clang
+        .arg("-I")
         .arg(&bindings)
         .arg("-o")
         .arg(&core)
@@ -101,7 +129,7 @@ pub fn build_p2_component(name: &str, world: &str, out: &Path) -> anyhow::Result
     if !status.success() {
         bail!("clang failed on {name}.c with its {world} bindings");
     }
-    componentize(&core, &out.join(format!("{name}.wasm")))
+    componentize_as(&core, &out.join(format!("{name}.wasm")), exec)
 }
 
 fn compile_c(source: &Path, target: &Path) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 pub mod bigmodule;
 pub mod chart;
 pub mod docker;
+pub mod http;
 pub mod memory;
 pub mod report;
 pub mod scenarios;

@@ -8,6 +8,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::docker::OURS as DOCKER_OURS;
+use super::http::HttpLoad;
 use super::scenarios::{BigModule, Density, Memory, Samples};
 use super::stats::Summary;
 
@@ -147,6 +148,8 @@ pub struct Report {
     /// `docker run --rm` in a private Docker 20.10: hello through
     /// `wasmshim-oci`, busybox `echo hi` through runc, ms.
     pub docker_run: Vec<Samples>,
+    /// HTTP function against busybox httpd under 16 concurrent clients.
+    pub http: Vec<HttpLoad>,
     /// Criterion micro-benchmarks.
     pub micro: Vec<Micro>,
     /// Targets and verdicts.
@@ -402,6 +405,36 @@ impl Report {
                     b.first_ms,
                     b.second_ms,
                     b.second_ms / b.first_ms
+                );
+            }
+            s.push('\n');
+        }
+        if !self.http.is_empty() {
+            let _ = writeln!(
+                s,
+                "### HTTP: hello handler (`wasi:http/proxy` component, one instance per request) / busybox `httpd` static file, {} concurrent clients, one connection per request\n",
+                super::http::CLIENTS
+            );
+            let _ = writeln!(
+                s,
+                "| kind | requests | answered | failures | requests/s | vs runc | p50 ms | p99 ms | instantiation µs |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let base = self.http.iter().find(|h| h.kind == BASELINE);
+            for h in &self.http {
+                let r = base.and_then(|b| ratio(h.per_second, b.per_second));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {} |",
+                    h.kind,
+                    h.requests,
+                    h.answered,
+                    h.failures,
+                    h.per_second,
+                    r.map_or("-".into(), |r| format!("{r:.2}")),
+                    h.p50_ms,
+                    h.p99_ms,
+                    h.instantiate_us.map_or("-".into(), |us| format!("{us:.1}"))
                 );
             }
             s.push('\n');

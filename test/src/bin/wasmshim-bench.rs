@@ -21,7 +21,7 @@ use wasmshim_cli::image::ImageSpec;
 use wasmshim_integration::bench::docker::{self, DockerKind};
 use wasmshim_integration::bench::report::{Machine, Micro, Report, BASELINE};
 use wasmshim_integration::bench::scenarios::{self, Kind, Samples};
-use wasmshim_integration::bench::{bigmodule, chart};
+use wasmshim_integration::bench::{bigmodule, chart, http};
 use wasmshim_integration::clients::{oci_binary, Docker, RUNTIME};
 use wasmshim_integration::{
     busybox_image, cmdline, engines, modules, runtime, wasm_image, Containerd,
@@ -35,6 +35,7 @@ struct Plan {
     density_batch: usize,
     big_module_bytes: usize,
     docker_rounds: usize,
+    http_requests_per_client: usize,
 }
 
 const FULL: Plan = Plan {
@@ -44,6 +45,7 @@ const FULL: Plan = Plan {
     density_batch: 100,
     big_module_bytes: 10 << 20,
     docker_rounds: 30,
+    http_requests_per_client: 500,
 };
 
 const QUICK: Plan = Plan {
@@ -53,6 +55,7 @@ const QUICK: Plan = Plan {
     density_batch: 10,
     big_module_bytes: 1 << 20,
     docker_rounds: 5,
+    http_requests_per_client: 20,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -147,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         density: Vec::new(),
         big_module: Vec::new(),
         docker_run: Vec::new(),
+        http: Vec::new(),
         micro: Vec::new(),
         targets: Vec::new(),
         errors: Vec::new(),
@@ -233,6 +237,18 @@ fn main() -> anyhow::Result<()> {
             save(&report);
         }
     }
+    if !docker_only && found.contains(&"wasmtime") {
+        eprintln!(
+            "bench: HTTP function, {} clients x {} requests",
+            http::CLIENTS,
+            plan.http_requests_per_client
+        );
+        match http_scenario(&containerd, plan.http_requests_per_client) {
+            Ok(loads) => report.http = loads,
+            Err(e) => report.errors.push(format!("HTTP function: {e:#}")),
+        }
+        save(&report);
+    }
     report.errors.extend(leftovers(&containerd));
     containerd.stop();
 
@@ -288,6 +304,37 @@ fn main() -> anyhow::Result<()> {
         bail!("{} scenario(s) failed", report.errors.len());
     }
     Ok(())
+}
+
+/// The hello HTTP function on wasmtime against busybox `httpd` under runc,
+/// interleaved (runc, wasmtime, runc, wasmtime), each run of each kind
+/// reported.
+fn http_scenario(
+    containerd: &Containerd,
+    per_client: usize,
+) -> anyhow::Result<Vec<http::HttpLoad>> {
+    let dir = containerd.dir().join("http");
+    let component = modules::build_p2("http_hello", "http-hello", &dir, modules::Exec::Reactor)?;
+    let image = "docker.io/wasmshim/http-hello:bench";
+    containerd.import(&wasm_image(image, &component, &[])?)?;
+    let ours = http::Server {
+        label: "wasmtime".into(),
+        runtime: Some(runtime("wasmtime")),
+        image: image.into(),
+        args: Vec::new(),
+        env: vec![format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR={}", http::ADDR)],
+        check: http::hello_ok,
+        stop_signal: "SIGTERM",
+    };
+    let baseline = http::busybox("docker.io/wasmshim/busybox:bench");
+    let mut loads = Vec::new();
+    for round in 0..2 {
+        for server in [&baseline, &ours] {
+            let id = format!("bench-http-{}-{round}", server.label.replace('+', "-"));
+            loads.push(http::load(containerd, server, &id, &dir, per_client)?);
+        }
+    }
+    Ok(loads)
 }
 
 /// The private dockerd while the Docker scenario runs, for [`stop_on_signal`].

@@ -1,7 +1,8 @@
 //! Components on wasmtime: a `wasi:cli/command` runs through its
 //! `wasi:cli/run` export with WASI preview 2, seeing the same args, env,
 //! preopened directories and stdio as a module, and the network of the
-//! worker's network namespace (the container's).
+//! worker's network namespace (the container's). A `wasi:http/proxy`
+//! component is served instead ([`super::http`]).
 
 use anyhow::{bail, Context};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -82,8 +83,9 @@ impl WasiView for ComponentState {
     }
 }
 
-/// Links `component` with WASI preview 2 and builds its store; fails, naming
-/// the component, unless it is a `wasi:cli/command`.
+/// Links `component` with WASI preview 2 and builds its store, or hands a
+/// `wasi:http/proxy` to [`super::http`]; fails, naming the component, for
+/// any other world.
 pub(super) fn prepare(
     engine: &wasmtime::Engine,
     component: &Component,
@@ -99,11 +101,10 @@ pub(super) fn prepare(
     }
     match world_of(engine, component) {
         World::Command => {}
-        World::HttpProxy => bail!(
-            "{name} is a wasi:http/proxy component (it exports wasi:http/incoming-handler); \
-             this shim runs only wasi:cli/command components"
+        World::HttpProxy => return super::http::prepare(component, spec),
+        other => bail!(
+            "{name} is neither a wasi:cli/command nor a wasi:http/proxy component (world {other})"
         ),
-        other => bail!("{name} is not a wasi:cli/command component (world {other})"),
     }
     let mut linker: Linker<ComponentState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -209,16 +210,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(world(&proxy, "p").unwrap(), World::HttpProxy);
+        // Its `handle` takes no request: refused before anything listens.
         let err = run(&proxy, "_start").unwrap_err();
         assert!(
-            format!("{err:#}").contains("is a wasi:http/proxy component"),
+            format!("{err:#}").contains(
+                "/c.wasm cannot be served as a wasi:http/proxy: \
+                 wasi:http/incoming-handler@0.2.0#handle does not take (incoming-request, \
+                 response-outparam)"
+            ),
             "{err:#}"
         );
         let empty = wat::parse_str("(component)").unwrap();
         let err = run(&empty, "_start").unwrap_err();
         assert!(
             format!("{err:#}")
-                .contains("not a wasi:cli/command component (world unknown (it exports nothing))"),
+                .contains("nor a wasi:http/proxy component (world unknown (it exports nothing))"),
             "{err:#}"
         );
         let err = run(&command(true), "main").unwrap_err();

@@ -1,5 +1,7 @@
 //! The wasmtime engine: WASI preview 1 modules and `wasi:cli/command`
-//! components (WASI preview 2, in [`component`]) through `wasmtime-wasi`.
+//! components (WASI preview 2, in [`component`]) through `wasmtime-wasi`,
+//! and HTTP functions (`wasi:http/proxy` components, in [`http`]) through
+//! `wasmtime-wasi-http`.
 //!
 //! Runs in the worker process. [`engine_config`] is the one place the
 //! wasmtime configuration is built, so that anything compiled ahead of time
@@ -21,6 +23,7 @@ use super::cache::{CacheKey, ModuleCache, Sha256Hasher};
 use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind};
 
 pub mod component;
+pub mod http;
 
 /// The wasmtime engine (`io.containerd.wasmtime.v1`).
 #[derive(Debug, Default, Clone, Copy)]
