@@ -283,8 +283,8 @@ fn is_socket_fd(fd: i32) -> bool {
 type Sockets = Arc<Mutex<SocketTable>>;
 
 /// Calls wasmtime-wasi's own preview 1 function (`call`, one of
-/// [`wasi_snapshot_preview1`]'s) with the caller's context and memory, as
-/// its linker entry does: for descriptors that are not sockets.
+/// `wasmtime_wasi::p1::wasi_snapshot_preview1`'s) with the caller's context
+/// and memory, as its linker entry does: for descriptors that are not sockets.
 fn wasi(
     caller: &mut Caller<'_, WasiP1Ctx>,
     call: impl FnOnce(&mut WasiP1Ctx, &mut GuestMemory<'_>) -> wasmtime::Result<i32>,
