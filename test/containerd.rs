@@ -107,11 +107,23 @@ const CASES: &[(&str, Case)] = &[
 const ENGINE_CASES: &[(&str, &str, Case)] = &[
     ("wasmedge", "reports_aot_or_interpreter", wasmedge_mode),
     ("wasmedge", "echo_server", sockets::echo_server),
-    // wasmtime gives WASI preview 1 modules no sockets of their own (issue 13).
+    // wasmtime gives WASI preview 1 modules no sockets of their own (issue 13),
+    // only the listeners a container declares (WASMSHIM_TCP_LISTEN).
     (
         "wasmtime",
         "socket_module_is_refused",
         sockets::socket_module_is_refused,
+    ),
+    ("wasmtime", "p1_listener_echo", sockets::p1_listener_echo),
+    (
+        "wasmtime",
+        "p1_listener_bad_declarations",
+        sockets::p1_listener_bad_declarations,
+    ),
+    (
+        "wasmedge",
+        "p1_listener_is_refused",
+        sockets::p1_listener_bad_declarations,
     ),
     // Components (`wasi:cli/command`) run on wasmtime; WasmEdge refuses them.
     (
@@ -248,6 +260,7 @@ fn setup() -> anyhow::Result<()> {
         "alloc",
         "ticker",
         "echo_server",
+        "p1_echo",
     ] {
         let module = modules.join(format!("{name}.wasm"));
         containerd.import(&wasm_image(&image(name), &module, image_env(name))?)?;

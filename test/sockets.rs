@@ -1,6 +1,8 @@
 //! Wasm modules on sockets (issue 13), inside a network namespace the test
 //! makes, on loopback addresses only: WasmEdge's socket functions serve, and
-//! an engine without them refuses the module naming the missing import.
+//! an engine without them refuses the module naming the missing import; on
+//! wasmtime, a WASI preview 1 module serves on the listener the shim binds
+//! for it (`WASMSHIM_TCP_LISTEN`), and bad declarations fail Create.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -34,6 +36,82 @@ pub fn echo_in_new_namespace(
     image_name: &str,
     module: &str,
 ) -> anyhow::Result<()> {
+    let server = Server {
+        options: &[],
+        image_name,
+        argv: &[module, PORT],
+        ready: format!("listening on {PORT}"),
+    };
+    in_new_namespace(env, id, |ns_file| {
+        serve_one_client(env, rt, id, ns_file, &server)
+    })
+}
+
+/// `p1_echo.wasm` (plain WASI preview 1: accept, recv and write on the
+/// listener the wasmtime shim binds for `WASMSHIM_TCP_LISTEN` and names in
+/// `WASMSHIM_LISTEN_FDS`) answers a client in a network namespace the test
+/// made, like [`echo_server`].
+pub fn p1_listener_echo(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let declared = format!("WASMSHIM_TCP_LISTEN=127.0.0.1:{PORT}");
+    let server = Server {
+        options: &["--env", &declared],
+        image_name: &image("p1_echo"),
+        argv: &["/p1_echo.wasm"],
+        // The first listener is the first socket descriptor, 2^30.
+        ready: "accepting on fd 1073741824".into(),
+    };
+    in_new_namespace(env, id, |ns_file| {
+        serve_one_client(env, rt, id, ns_file, &server)
+    })
+}
+
+/// Listeners that cannot be had fail Create, naming the declaration: an
+/// address that does not parse, one that is declared twice (so in use when
+/// it is bound the second time), and any declaration on an engine that does
+/// not hand listeners in (`also_refused`: WasmEdge).
+pub fn p1_listener_bad_declarations(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let run = |ns_file: &Path, declared: &str| {
+        let with = format!("network:{}", ns_file.display());
+        let declared = format!("WASMSHIM_TCP_LISTEN={declared}");
+        env.containerd.run(
+            Some(rt),
+            &[
+                "--with-ns",
+                &with,
+                "--env",
+                &declared,
+                &image("p1_echo"),
+                id,
+                "/p1_echo.wasm",
+            ],
+        )
+    };
+    in_new_namespace(env, id, |ns_file| {
+        if rt.contains("wasmedge") {
+            let out = run(ns_file, &format!("127.0.0.1:{PORT}"));
+            return expect_error(&out, "WASMSHIM_TCP_LISTEN declares listening sockets");
+        }
+        let out = run(ns_file, &format!("localhost:{PORT}"));
+        expect_error(
+            &out,
+            &format!("WASMSHIM_TCP_LISTEN: 'localhost:{PORT}' is not an address"),
+        )?;
+        let out = run(ns_file, &format!("127.0.0.1:{PORT},127.0.0.1:{PORT}"));
+        expect_error(
+            &out,
+            &format!("WASMSHIM_TCP_LISTEN: cannot listen on 127.0.0.1:{PORT}"),
+        )?;
+        expect_error(&out, "in use")
+    })
+}
+
+/// Makes a network namespace (bound at a file of the case's host dir, only
+/// `lo` up), runs `case` with that file, and removes the namespace.
+fn in_new_namespace(
+    env: &Env,
+    id: &str,
+    case: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let ns_file = host_dir(env, id)?.join("netns");
     std::fs::write(&ns_file, "")?;
     let made = std::process::Command::new("unshare")
@@ -45,9 +123,18 @@ pub fn echo_in_new_namespace(
         "unshare --net={} ip link set lo up",
         ns_file.display()
     );
-    let result = serve_one_client(env, rt, id, &ns_file, image_name, module);
+    let result = case(&ns_file);
     let _ = std::process::Command::new("umount").arg(&ns_file).status();
     result
+}
+
+/// An echo server container: `ctr run` options, image, argv, and the first
+/// line it prints once a client may connect.
+struct Server<'a> {
+    options: &'a [&'a str],
+    image_name: &'a str,
+    argv: &'a [&'a str],
+    ready: String,
 }
 
 fn serve_one_client(
@@ -55,38 +142,38 @@ fn serve_one_client(
     rt: &str,
     id: &str,
     ns_file: &Path,
-    image_name: &str,
-    module: &str,
+    server: &Server,
 ) -> anyhow::Result<()> {
     let fifo = env.containerd.fifo_dir();
     let with = format!("network:{}", ns_file.display());
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--fifo-dir",
+        fifo.to_str().unwrap(),
+        "--runtime",
+        rt,
+        "--with-ns",
+        &with,
+    ];
+    args.extend(server.options);
+    args.extend([server.image_name, id]);
+    args.extend(server.argv);
     let mut run = env
         .containerd
-        .ctr_command(&[
-            "run",
-            "--rm",
-            "--fifo-dir",
-            fifo.to_str().unwrap(),
-            "--runtime",
-            rt,
-            "--with-ns",
-            &with,
-            image_name,
-            id,
-            module,
-            PORT,
-        ])
+        .ctr_command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     let mut stdout = BufReader::new(run.stdout.take().context("ctr's stdout")?);
     let mut first = String::new();
     stdout.read_line(&mut first)?;
-    if first.trim() != format!("listening on {PORT}") {
+    if first.trim() != server.ready {
         // A server that failed exits by itself: let `ctr run --rm` remove it.
         let out = wait_with_deadline(run, Duration::from_secs(20))?;
         anyhow::bail!(
-            "the server printed {first:?} instead of listening: {:?}",
+            "the server printed {first:?} instead of {:?}: {:?}",
+            server.ready,
             text(&out)
         );
     }

@@ -25,6 +25,12 @@ pub mod wasmedge;
 #[cfg(feature = "wasmtime")]
 pub mod wasmtime;
 
+/// Environment variable by which a container declares the TCP listeners the
+/// wasmtime engine binds in its network namespace and hands to its WASI
+/// preview 1 module: comma-separated `IP:port` addresses (IPv6 in brackets),
+/// e.g. `127.0.0.1:8080`. Engines that cannot hand them in refuse it.
+pub const TCP_LISTEN_ENV: &str = "WASMSHIM_TCP_LISTEN";
+
 /// Everything an engine needs to run one module, derived from the OCI bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {

@@ -18,7 +18,7 @@ use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{params, ExternalInstanceType, LogManager, Module, Store, Vm};
 
 use super::cache::{CacheKey, ModuleCache};
-use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind};
+use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind, TCP_LISTEN_ENV};
 
 /// The WasmEdge engine (`io.containerd.wasmedge.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -102,6 +102,20 @@ fn refuse_component(wasm: &[u8], name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a container that declares listeners for the wasmtime engine to
+/// hand in ([`TCP_LISTEN_ENV`]): WasmEdge modules open their own sockets.
+fn refuse_listeners(spec: &RunSpec) -> anyhow::Result<()> {
+    if spec.env_var(TCP_LISTEN_ENV).is_some() {
+        bail!(
+            "{TCP_LISTEN_ENV} declares listening sockets, which only the wasmtime engine hands to \
+             modules; on wasmedge {} opens its own with WasmEdge's socket functions \
+             (sock_open, sock_bind, sock_listen)",
+            spec.module_name
+        );
+    }
+    Ok(())
+}
+
 impl Engine for WasmEdgeEngine {
     fn name(&self) -> &'static str {
         "wasmedge"
@@ -146,6 +160,7 @@ impl Engine for WasmEdgeEngine {
         cache: Option<&ModuleCache>,
     ) -> anyhow::Result<Box<dyn PreparedModule>> {
         refuse_component(wasm, &spec.module_name)?;
+        refuse_listeners(spec)?;
         // WasmEdge logs compile progress at info level to stderr, which is the
         // container's: keep only its errors there.
         LogManager::log_error_info();

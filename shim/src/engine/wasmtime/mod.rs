@@ -24,6 +24,7 @@ use super::{Engine, Outcome, Precompiled, PreparedModule, RunSpec, WasmKind};
 
 pub mod component;
 pub mod http;
+pub mod p1_sockets;
 
 /// The wasmtime engine (`io.containerd.wasmtime.v1`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -245,6 +246,7 @@ impl Engine for WasmtimeEngine {
     ) -> anyhow::Result<Box<dyn PreparedModule>> {
         let engine = engine_for(wasm.len())?;
         if WasmKind::of(wasm) == Some(WasmKind::Component) {
+            p1_sockets::refuse_declared(spec, "a component (it opens its own with wasi:sockets)")?;
             let compiled = compile_maybe_cached(&engine, wasm, &spec.module_name, cache)?;
             return component::prepare(&engine, &compiled, spec);
         }
@@ -265,11 +267,18 @@ impl Engine for WasmtimeEngine {
 
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
+        // Declared listeners: bound here, in the container's network namespace.
+        let listeners = p1_sockets::Listeners::declared(spec)?;
+        let announced = listeners.as_ref().map(|l| l.announce(spec));
+        if let Some(listeners) = listeners {
+            listeners.link(&mut linker)?;
+        }
         let pre = linker
             .instantiate_pre(&module)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("cannot link {}", spec.module_name))?;
-        let store = Store::new(&engine, wasi_builder(spec)?.build_p1());
+        let wasi = wasi_builder(announced.as_ref().unwrap_or(spec))?.build_p1();
+        let store = Store::new(&engine, wasi);
         Ok(Box::new(PreparedWasmtime {
             store,
             pre,
