@@ -552,6 +552,7 @@ mod tests {
                 second_ms: 90.0,
             }],
             docker_run: Vec::new(),
+            http: Vec::new(),
             micro: Vec::new(),
             targets: Vec::new(),
             errors: Vec::new(),

@@ -63,6 +63,9 @@ fn main() -> anyhow::Result<()> {
     // `--docker-only`: only the Docker scenario (it needs no containerd
     // scenario before it), reported under target/bench like a quick run.
     let docker_only = std::env::args().any(|a| a == "--docker-only");
+    // `--http-only`: only the HTTP-function scenario (`make bench HTTP_ONLY=1`),
+    // reported under target/bench like a quick run.
+    let http_only = std::env::args().any(|a| a == "--http-only");
     let plan = if quick { QUICK } else { FULL };
     let began = Instant::now();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -133,11 +136,12 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut report = Report {
-        command: match (quick, docker_only) {
-            (true, true) => "make bench QUICK=1 DOCKER_ONLY=1",
-            (true, false) => "make bench QUICK=1",
-            (false, true) => "make bench DOCKER_ONLY=1",
-            (false, false) => "make bench",
+        command: match (quick, docker_only, http_only) {
+            (_, _, true) => "make bench HTTP_ONLY=1",
+            (true, true, _) => "make bench QUICK=1 DOCKER_ONLY=1",
+            (true, false, _) => "make bench QUICK=1",
+            (false, true, _) => "make bench DOCKER_ONLY=1",
+            (false, false, _) => "make bench",
         }
         .into(),
         quick,
@@ -164,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
-    if !docker_only {
+    if !docker_only && !http_only {
         eprintln!("bench: cold start, {} rounds", plan.rounds);
         match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
             Ok(s) => report.cold_start = s,
@@ -253,14 +257,16 @@ fn main() -> anyhow::Result<()> {
     containerd.stop();
 
     // After containerd's scenarios: neither daemon's containers run beside the other's.
-    eprintln!("bench: docker run --rm, {} rounds", plan.docker_rounds);
-    match docker_scenario(&docker_images, plan.docker_rounds) {
-        Ok(s) => report.docker_run = s,
-        Err(e) => report.errors.push(format!("docker run: {e:#}")),
+    if !http_only {
+        eprintln!("bench: docker run --rm, {} rounds", plan.docker_rounds);
+        match docker_scenario(&docker_images, plan.docker_rounds) {
+            Ok(s) => report.docker_run = s,
+            Err(e) => report.errors.push(format!("docker run: {e:#}")),
+        }
+        save(&report);
     }
-    save(&report);
 
-    if !docker_only {
+    if !docker_only && !http_only {
         eprintln!("bench: criterion micro-benchmarks");
         match criterion(&workspace, &bench_modules, &found, quick) {
             Ok(m) => report.micro = m,
@@ -270,7 +276,7 @@ fn main() -> anyhow::Result<()> {
 
     report.judge(FULL.density_target);
     save(&report);
-    let docs = if quick || docker_only {
+    let docs = if quick || docker_only || http_only {
         out_dir.clone()
     } else {
         workspace.join("docs")

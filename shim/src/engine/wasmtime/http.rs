@@ -278,7 +278,15 @@ async fn serve(server: Arc<Server>, listener: std::net::TcpListener) -> anyhow::
         tokio::select! {
             _ = term.recv() => break,
             client = listener.accept() => {
-                let Ok((client, _)) = client else { continue };
+                let client = match client {
+                    Ok((client, _)) => client,
+                    Err(e) => {
+                        // Out of descriptors, say: try again shortly, never spin.
+                        log::warn!("accepting an HTTP connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 connections.spawn(connection(server.clone(), client, stopping.clone()));
             }
         }
@@ -297,8 +305,11 @@ async fn serve(server: Arc<Server>, listener: std::net::TcpListener) -> anyhow::
         server.unsent.load(Ordering::Relaxed)
     );
     let instances = server.instances.load(Ordering::Relaxed);
-    if instances > 0 {
-        let mean_ns = server.instantiating_ns.load(Ordering::Relaxed) / instances;
+    if let Some(mean_ns) = server
+        .instantiating_ns
+        .load(Ordering::Relaxed)
+        .checked_div(instances)
+    {
         eprintln!(
             "instantiation: mean {:.1} µs over {instances} requests",
             mean_ns as f64 / 1e3
