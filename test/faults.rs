@@ -24,12 +24,7 @@ use nix::unistd::Pid;
 use wasmshim_integration::{cmdline, engines, modules, runtime, text, wasm_image, Containerd};
 
 /// Cases an engine is known not to pass yet: (engine, case).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    // WasmEdge falls back to compiling without the cache, as it should, but
-    // its AOT compiler reports the full disk as "Invalid file path", so the
-    // shim's log line does not name the cause (docs/reliability.md).
-    ("wasmedge", "cache_dir_full"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 type Case = fn(&Fixture) -> anyhow::Result<()>;
 

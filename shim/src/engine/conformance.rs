@@ -116,6 +116,116 @@ fn corrupt_module_is_named() {
     }
 }
 
+#[test]
+fn unknown_or_mistyped_import_fails_prepare_naming_it() {
+    let unknown =
+        wat::parse_str(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#)
+            .unwrap();
+    let mistyped = wat::parse_str(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i64)))
+           (func (export "_start")))"#,
+    )
+    .unwrap();
+    let memory = wat::parse_str(
+        r#"(module (import "wasi_snapshot_preview1" "memory" (memory 1))
+           (func (export "_start")))"#,
+    )
+    .unwrap();
+    for engine in engines() {
+        let engine = &*engine;
+        let err = prepare_error(engine, &unknown, "_start");
+        assert!(
+            err.contains("cannot link /m.wasm"),
+            "{}: {err}",
+            engine.name()
+        );
+        assert!(err.contains("env::nope"), "{}: {err}", engine.name());
+        let err = prepare_error(engine, &mistyped, "_start");
+        assert!(
+            err.contains("cannot link /m.wasm"),
+            "{}: {err}",
+            engine.name()
+        );
+        assert!(
+            err.contains("wasi_snapshot_preview1::proc_exit"),
+            "{}: {err}",
+            engine.name()
+        );
+        let err = prepare_error(engine, &memory, "_start");
+        assert!(
+            err.contains("cannot link /m.wasm"),
+            "{}: {err}",
+            engine.name()
+        );
+    }
+}
+
+/// A valid module of `count` empty functions, the last exported as `_start`.
+fn functions(count: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u32, out);
+        out.extend_from_slice(body);
+    }
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut wasm);
+    let mut funcs = Vec::new();
+    leb(count, &mut funcs);
+    funcs.resize(funcs.len() + count as usize, 0);
+    section(3, &funcs, &mut wasm);
+    let mut exports = vec![1, 6];
+    exports.extend_from_slice(b"_start");
+    exports.push(0);
+    leb(count - 1, &mut exports);
+    section(7, &exports, &mut wasm);
+    let mut code = Vec::new();
+    leb(count, &mut code);
+    for _ in 0..count {
+        code.extend_from_slice(&[2, 0, 0x0b]);
+    }
+    section(10, &code, &mut wasm);
+    wasm
+}
+
+#[test]
+fn module_past_a_million_functions_is_refused_quickly() {
+    for engine in engines() {
+        let started = std::time::Instant::now();
+        let err = prepare_error(&*engine, &functions(1_000_001), "_start");
+        assert!(
+            err.contains("/m.wasm is not a valid WebAssembly module"),
+            "{}: {err}",
+            engine.name()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{}: {:?}",
+            engine.name(),
+            started.elapsed()
+        );
+        assert_eq!(
+            engine
+                .prepare(&functions(3), &spec("_start"), None)
+                .unwrap()
+                .run(),
+            Outcome::Exited(0),
+            "{}",
+            engine.name()
+        );
+    }
+}
+
 fn cache() -> (tempfile::TempDir, ModuleCache) {
     let dir = tempfile::tempdir().unwrap();
     let cache = ModuleCache::open(&dir.path().join("cache"), u64::MAX).unwrap();

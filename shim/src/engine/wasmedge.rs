@@ -83,11 +83,49 @@ fn key_for(config: &wasmedge_sdk::config::Config, wasm: &[u8]) -> CacheKey {
     )
 }
 
-/// Parses and validates `wasm`, naming the module in the error.
+/// The most functions a module may define: wasmtime's limit (wasmparser's
+/// `MAX_WASM_FUNCTIONS`). WasmEdge 0.17 has none of its own and spends
+/// minutes and gigabytes compiling a module past it.
+pub const MAX_FUNCTIONS: u32 = 1_000_000;
+
+/// Parses and validates `wasm`, naming the module in the error. A module
+/// defining more than [`MAX_FUNCTIONS`] functions is refused before WasmEdge
+/// reads it.
 fn load(config: &wasmedge_sdk::config::Config, wasm: &[u8], name: &str) -> anyhow::Result<Module> {
-    Module::from_bytes(Some(config), wasm)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("{name} is not a valid WebAssembly module"))
+    let module = match defined_functions(wasm) {
+        Some(count) if count > MAX_FUNCTIONS => Err(anyhow::anyhow!(
+            "it defines {count} functions, more than the {MAX_FUNCTIONS} the wasmedge engine accepts"
+        )),
+        _ => Module::from_bytes(Some(config), wasm).map_err(|e| anyhow::anyhow!("{e}")),
+    };
+    module.with_context(|| format!("{name} is not a valid WebAssembly module"))
+}
+
+/// The count the function section of `wasm` declares (0 without one), or
+/// `None` when the sections up to it cannot be read (WasmEdge then names
+/// the fault).
+fn defined_functions(wasm: &[u8]) -> Option<u32> {
+    /// An unsigned LEB128 `u32` at the start of `bytes`, and the rest.
+    fn leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+        let mut value: u32 = 0;
+        for (i, byte) in bytes.iter().take(5).enumerate() {
+            value |= u32::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+            if byte & 0x80 == 0 {
+                return Some((value, &bytes[i + 1..]));
+            }
+        }
+        None
+    }
+    let mut rest = wasm.get(8..)?;
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, body) = leb_u32(after_id)?;
+        let section = body.get(..size as usize)?;
+        if id == 3 {
+            return leb_u32(section).map(|(count, _)| count);
+        }
+        rest = &body[size as usize..];
+    }
+    Some(0)
 }
 
 /// Fails, naming `name`, when `wasm` is a component: this engine runs core
@@ -219,6 +257,8 @@ impl Engine for WasmEdgeEngine {
             Some(preopens.iter().map(String::as_str).collect()),
         )
         .map_err(|e| anyhow::anyhow!("creating the WASI module: {e}"))?;
+        check_imports(&module, &wasi)
+            .with_context(|| format!("cannot link {}", spec.module_name))?;
         Ok(Box::new(PreparedWasmEdge {
             module,
             wasi,
@@ -238,6 +278,38 @@ fn check_entry(module: &Module, spec: &RunSpec) -> anyhow::Result<()> {
         ),
         _ => bail!("{} has no exported function '{}'", spec.module_name, spec.entry),
     }
+}
+
+/// Checks that every import of `module` is a function of `wasi` (WasmEdge's
+/// `wasi_snapshot_preview1`, its socket functions included) of the same type:
+/// the store the module is instantiated in holds nothing else. WasmEdge
+/// itself links only when it instantiates, at start; this names the import
+/// at Create, in wasmtime's words.
+fn check_imports(module: &Module, wasi: &WasiModule) -> anyhow::Result<()> {
+    use wasmedge_sdk::AsInstance;
+    use wasmedge_sys::instance::function::AsFunc;
+    for import in module.imports() {
+        let (from, name) = (import.module_name(), import.name());
+        let wanted = import.ty().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let provided = (from == wasi.name())
+            .then(|| wasi.get_func(&name).ok())
+            .flatten();
+        let Some(provided) = provided else {
+            bail!("unknown import: `{from}::{name}` has not been defined");
+        };
+        let provided = (*provided).ty();
+        match wanted {
+            ExternalInstanceType::Func(ty) if Some(&ty) == provided.as_ref() => {}
+            ExternalInstanceType::Func(ty) => bail!(
+                "incompatible import type for `{from}::{name}`: the module expects {ty:?}, \
+                 WasmEdge provides {provided:?}"
+            ),
+            _ => {
+                bail!("incompatible import type for `{from}::{name}`: WasmEdge provides a function")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads the WasmEdge plugins of the directories the spec's
@@ -318,7 +390,7 @@ mod aot {
             Some(Ok(module)) => Ok(module),
             Some(Err(e)) if e.is::<NoCompiler>() => Err(e),
             Some(Err(e)) => {
-                log::warn!("WasmEdge AOT into the cache failed, compiling without it: {e:#}");
+                log::warn!("cache miss: WasmEdge AOT output not stored, compiling without the cache: {e:#}");
                 try_compile(wasm, config)
             }
             None => try_compile(wasm, config),
@@ -388,7 +460,8 @@ mod aot {
                 .to_string_lossy();
             let out = compiler
                 .compile_from_bytes(wasm, stem, dir)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| anyhow::anyhow!("WasmEdge's AOT compiler: {e}"))
+                .map_err(|e| name_full_disk(e, dir, wasm.len(), cache.dir()))?;
             if out != payload {
                 std::fs::rename(&out, payload)?;
             }
@@ -396,6 +469,33 @@ mod aot {
         })?;
         log::debug!("cache miss: compiled {key} into {}", path.display());
         Module::from_file(Some(config), &path).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// `err`, or the full disk it hides: WasmEdge's compiler reports a write
+    /// that fails for want of space as "Invalid file path". Its output holds
+    /// the module's bytes, so when `dir` cannot take `wasm_len` more bytes
+    /// (a probe written there, removed with the entry's temporary
+    /// directory), the OS's error names the cause.
+    fn name_full_disk(
+        err: anyhow::Error,
+        dir: &std::path::Path,
+        wasm_len: usize,
+        cache_dir: &std::path::Path,
+    ) -> anyhow::Error {
+        use std::io::Write;
+        let probe = dir.join("space-probe");
+        let written = std::fs::File::create(&probe).and_then(|mut file| {
+            file.write_all(&vec![0; wasm_len.max(64 << 10)])?;
+            file.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        match written {
+            Err(io) if io.raw_os_error() == Some(libc::ENOSPC) => err.context(format!(
+                "the cache dir {} is full ({io})",
+                cache_dir.display()
+            )),
+            _ => err,
+        }
     }
 
     fn try_compile(wasm: &[u8], config: &wasmedge_sdk::config::Config) -> anyhow::Result<Module> {
@@ -409,5 +509,41 @@ mod aot {
             .compile_from_bytes(wasm, "module", dir.path())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Module::from_file(Some(config), &so).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_section_count_is_read_without_loading() {
+        let wasm = wat::parse_str("(module (func) (func) (func (export \"_start\")))").unwrap();
+        assert_eq!(defined_functions(&wasm), Some(3));
+        let wasm = wat::parse_str("(module (memory 1))").unwrap();
+        assert_eq!(defined_functions(&wasm), Some(0));
+        assert_eq!(defined_functions(b"\0asm\x01\0\0\0\x03\xff"), None);
+        assert_eq!(defined_functions(b"\0asm"), None);
+    }
+
+    #[test]
+    fn wasmedge_socket_functions_link() {
+        let wasm = wat::parse_str(
+            r#"(module
+              (import "wasi_snapshot_preview1" "sock_open" (func (param i32 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+              (func (export "_start")))"#,
+        )
+        .unwrap();
+        let spec = RunSpec {
+            module: "/m.wasm".into(),
+            module_name: "/m.wasm".into(),
+            entry: "_start".into(),
+            args: vec!["/m.wasm".into()],
+            env: vec![],
+            preopens: vec![],
+        };
+        let prepared = WasmEdgeEngine::new().prepare(&wasm, &spec, None).unwrap();
+        assert_eq!(prepared.run(), Outcome::Exited(0));
     }
 }
