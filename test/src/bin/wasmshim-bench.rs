@@ -281,6 +281,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         workspace.join("docs")
     };
+    if http_only && !quick {
+        // Its own page: a full run's performance.md stays as that run wrote it.
+        std::fs::write(
+            workspace.join("docs/performance-http.md"),
+            report.http_markdown(),
+        )?;
+    }
     chart::draw(&report, &docs.join("performance.svg"))?;
     std::fs::write(
         docs.join("performance.md"),
