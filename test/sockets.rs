@@ -113,18 +113,9 @@ fn in_new_namespace(
     case: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let ns_file = host_dir(env, id)?.join("netns");
-    std::fs::write(&ns_file, "")?;
-    let made = std::process::Command::new("unshare")
-        .arg(format!("--net={}", ns_file.display()))
-        .args(["ip", "link", "set", "lo", "up"])
-        .status()?;
-    ensure!(
-        made.success(),
-        "unshare --net={} ip link set lo up",
-        ns_file.display()
-    );
+    wasmshim_integration::http::make_netns(&ns_file)?;
     let result = case(&ns_file);
-    let _ = std::process::Command::new("umount").arg(&ns_file).status();
+    wasmshim_integration::http::remove_netns(&ns_file);
     result
 }
 
