@@ -4,7 +4,7 @@
 //! the workers say `cache hit` or `cache miss` at debug level.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use wasmshim_integration::{bin_dir, text, wasm_image, Containerd};
@@ -66,19 +66,9 @@ fn entry_bytes(entry: &Path) -> u64 {
         .sum()
 }
 
-/// True once containerd's log shows `text`. The shim's lines reach that log
-/// through a pipe, a moment after `ctr` returned: this waits up to 5 s.
+/// True once containerd's log shows `text` (see [`Containerd::log_with`]).
 fn log_shows(cd: &Containerd, text: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if cd.log().contains(text) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cd.log_with(&[text]).contains(text)
 }
 
 /// True once the shim logged `what` for container `id` (see [`log_shows`]).

@@ -402,9 +402,10 @@ fn trap(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         stderr.contains("unreachable"),
         "the trap is not shown: {stderr:?}"
     );
-    let log = env.containerd.log();
+    let trapped = format!("container {id}: module trapped");
+    let log = env.containerd.log_with(&[&trapped]);
     ensure!(
-        log.contains(&format!("container {id}: module trapped")),
+        log.contains(&trapped),
         "the shim log does not record the trap"
     );
     Ok(())
@@ -742,7 +743,6 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         .and_then(|l| l.split_whitespace().next())
         .context("ldd does not show the shim's libwasmedge")?;
     let aot_available = ldd(std::path::Path::new(lib))?.contains("libLLVM");
-    let log = env.containerd.log();
     let (expected, other) = (
         format!("container {id}: WasmEdge: running the AOT-compiled module"),
         format!("container {id}: WasmEdge AOT compilation unavailable, running the interpreter"),
@@ -752,6 +752,7 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     } else {
         (other, expected)
     };
+    let log = env.containerd.log_with(&[&expected]);
     ensure!(
         log.contains(&expected) && !log.contains(&other),
         "the shim log does not say {expected:?} for {id} (libwasmedge {lib}, AOT available: {aot_available})"

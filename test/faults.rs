@@ -722,7 +722,9 @@ fn cache_dir_full(f: &Fixture) -> anyhow::Result<()> {
             out.status.success() && stdout.contains("Hello"),
             "hello with a full cache: {stdout:?} {stderr:?}"
         );
-        let log = f.containerd.log();
+        let log = f
+            .containerd
+            .log_with(&["not stored", "No space left on device"]);
         ensure!(
             log.contains("not stored") && log.contains("No space left on device"),
             "the shim log does not say the cache is full: {}",

@@ -1027,7 +1027,7 @@ fn mount_source_file(c: &Ctx) -> anyhow::Result<Input> {
             file.display()
         );
         ensure!(
-            c.containerd.log().contains(&expected),
+            c.containerd.log_with(&[&expected]).contains(&expected),
             "the shim log does not say {expected:?}"
         );
         Ok(())

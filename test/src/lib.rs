@@ -330,6 +330,22 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// Waits up to 5 s until containerd's log contains every one of `needles`.
+    ///
+    /// containerd copies a shim's log into its own asynchronously, so a line the
+    /// shim wrote before `ctr run` returned can reach this log a moment later.
+    /// Returns the log as last read; the caller checks what it expects in it.
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `ctr` against this containerd, in [`NAMESPACE`].
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         self.ctr_command_in(NAMESPACE, args)
