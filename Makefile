@@ -73,7 +73,7 @@ demo: build
 	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-demo -- --engine $(ENGINE)
 
 bench: build
-	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-bench -- $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only) $(if $(HTTP_ONLY),--http-only)
+	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-bench -- $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only) $(if $(HTTP_ONLY),--http-only) $(if $(MEMORY_ONLY),--memory-only)
 
 lint:
 	$(CARGO) fmt --all --check

@@ -83,6 +83,10 @@ const CASES: &[(&str, Case)] = &[
         pod_containers_share_one_shim,
     ),
     ("delete_after_shim_crash", delete_after_shim_crash),
+    (
+        "workers_fork_from_the_shims_template",
+        workers_fork_from_the_shims_template,
+    ),
     ("refusals_name_their_reason", refusals_name_their_reason),
     ("shim_prints_its_version", shim_prints_its_version),
     ("oom_kill_exits_137", isolation::oom_kill_exits_137),
@@ -903,6 +907,101 @@ fn pod_containers_share_one_shim(env: &Env, rt: &str, id: &str) -> anyhow::Resul
             "{c} left behind {:?}",
             env.containerd.leftovers(c)
         );
+    }
+    Ok(())
+}
+
+/// The children of `shim` whose command line contains `marker`.
+fn children_named(shim: u32, marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid).is_ok_and(|p| p == shim))
+        .filter(|pid| wasmshim_integration::cmdline(*pid).contains(marker))
+        .collect()
+}
+
+/// A shim forks its workers from one template process (sys/template.rs):
+/// each worker is still the shim's child and reads `__wasmshim_worker <id>`
+/// in `ps`; a template killed under running containers takes none of them
+/// along, and the next container starts all the same (exec'd); the
+/// template is gone once the shim's last container is.
+fn workers_fork_from_the_shims_template(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let pod = format!("io.kubernetes.cri.sandbox-id={id}-pod");
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|s| format!("{id}-{s}"))
+        .collect();
+    let mut shim = 0;
+    let mut template = 0;
+    let result = (|| {
+        let a = run_sleeper(env, rt, &ids[0], &["--annotation", &pod])?;
+        let b = run_sleeper(env, rt, &ids[1], &["--annotation", &pod])?;
+        shim = parent_of(a)?;
+        ensure!(
+            parent_of(b)? == shim,
+            "the pod's workers have different parents"
+        );
+        for (worker, cid) in [(a, &ids[0]), (b, &ids[1])] {
+            let line = wasmshim_integration::cmdline(worker);
+            ensure!(
+                line.contains(&format!("__wasmshim_worker {cid}")),
+                "worker {worker} of {cid} reads {line:?}"
+            );
+        }
+        let templates = children_named(shim, "__wasmshim_template");
+        ensure!(
+            templates.len() == 1,
+            "templates of shim {shim}: {templates:?}"
+        );
+        template = templates[0];
+        // Forked, not exec'd: the worker maps the very binary file the template does.
+        let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        ensure!(
+            exe(a).is_some() && exe(a) == exe(template),
+            "worker and template run different binaries"
+        );
+
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(template as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        wait_for_status(env, &ids[0], "RUNNING", Duration::from_secs(1))?;
+        wait_for_status(env, &ids[1], "RUNNING", Duration::from_secs(1))?;
+        let c = run_sleeper(env, rt, &ids[2], &["--annotation", &pod])?;
+        ensure!(
+            parent_of(c)? == shim,
+            "the third worker is not the shim's child"
+        );
+        let log = env
+            .containerd
+            .log_with(&["no worker from the template process"]);
+        ensure!(
+            log.contains(&format!(
+                "container {}: no worker from the template process",
+                ids[2]
+            )),
+            "the shim did not log that it exec'd the worker without its template"
+        );
+        Ok(())
+    })();
+    for c in &ids {
+        remove(env, c);
+    }
+    result?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while [shim, template]
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "shim {shim} or template {template} outlived the last container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

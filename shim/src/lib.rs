@@ -68,6 +68,10 @@ pub fn run<E: Engine + Default>() {
     if sys::worker::is_worker() {
         sys::worker::main(&engine);
     }
+    if serves_containerd() {
+        // First, while this process has one thread: see sys/template.rs.
+        sys::template::fork_template(&engine);
+    }
     match std::env::args().nth(1).as_deref() {
         Some("-v" | "--version" | "-version") => {
             print!("{}", version_text(&engine));
@@ -88,4 +92,17 @@ pub fn run<E: Engine + Default>() {
         &name,
         Some(bootstrap::shim_config()),
     ));
+}
+
+/// Whether this process is the shim server containerd talks to (started
+/// with `-socket`), rather than `start`, `delete`, `-v` or `-info`.
+fn serves_containerd() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().any(|a| a == "-socket" || a == "--socket")
+        && !args.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "start" | "delete" | "-info" | "--info" | "-v" | "--version"
+            )
+        })
 }

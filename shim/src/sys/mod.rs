@@ -20,6 +20,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
 pub mod stdio;
+pub mod template;
 pub mod worker;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! with the same pid can never be mistaken for (Linux ≥ 5.3).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::signal::Signal;
 
@@ -40,6 +40,49 @@ impl PidFd {
                 format!("sending {sig} to process {pid}"),
                 e,
             )),
+        }
+    }
+
+    /// Waits until the process (a child of this process) ends, reaps it and
+    /// returns its exit status as [`crate::exit`] defines it. Needs no
+    /// thread: the pidfd becomes readable when the process exits.
+    pub async fn wait(&self) -> u32 {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        /// The descriptor as tokio's reactor sees it; `self` keeps it open.
+        struct Raw(std::os::fd::RawFd);
+        impl AsRawFd for Raw {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.0
+            }
+        }
+        // SAFETY: the descriptor stays open and unchanged while registered:
+        // `self` owns it and outlives `readable`, a local of this function.
+        let readable = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Raw(self.0.as_raw_fd()),
+                tokio::io::Interest::READABLE,
+            )
+        };
+        loop {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+            match waitid(Id::PIDFd(self.0.as_fd()), flags) {
+                Ok(WaitStatus::Exited(_, code)) => return code as u32,
+                Ok(WaitStatus::Signaled(_, signal, _)) => {
+                    return crate::exit::killed_by(signal as i32)
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("waiting for a worker process: {e}");
+                    return crate::exit::UNKNOWN;
+                }
+            }
+            match &readable {
+                Ok(fd) => match fd.readable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                },
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
         }
     }
 

@@ -29,6 +29,7 @@ use super::enclosure::Enclosure;
 use super::pidfd::PidFd;
 use super::plan::Plan;
 use super::stdio::StdioFiles;
+use super::template::WorkerFds;
 use super::worker::{WorkerRequest, CONTROL_FD, LOG_LEVEL_ENV, START_FD, WORKER_ARG};
 use super::{CgroupStats, ContainerProcess, Isolation, ProcessRequest, Spawned};
 use crate::engine::RunSpec;
@@ -103,13 +104,7 @@ impl Isolation for ProcessIsolation {
                     relay_log(&id, record);
                 }
             }
-            let status = match child.wait().await {
-                Ok(status) => exit::from_wait_status(status),
-                Err(e) => {
-                    log::error!("container {id}: waiting for worker {pid}: {e}");
-                    exit::UNKNOWN
-                }
-            };
+            let status = child.wait().await;
             if let Some(message) = trap {
                 log::error!("container {id}: module trapped: {message}");
             }
@@ -148,7 +143,7 @@ enum Attachment<'a> {
 /// A worker in its cgroup, confined, with its module loaded and Create's
 /// hooks run: waiting for `start` (or `detach`) on its control socket.
 struct Loaded {
-    child: tokio::process::Child,
+    child: WorkerChild,
     pid: u32,
     pidfd: PidFd,
     enclosure: Arc<Enclosure>,
@@ -176,7 +171,6 @@ async fn spawn_loaded(
     // the reply loop below its end-of-file.
     let theirs = above_fixed_fds(&pair_end)?;
     drop(pair_end);
-    let theirs_fd = theirs.as_raw_fd();
     let (start_fd, terminal) = match attachment {
         Attachment::Detached {
             start_fifo,
@@ -184,9 +178,138 @@ async fn spawn_loaded(
         } => (Some(above_fixed_fds(start_fifo)?), terminal),
         Attachment::Shim(_) => (None, None),
     };
-    let controlling_terminal = terminal.is_some();
-    let start_raw = start_fd.as_ref().map(|fd| fd.as_raw_fd());
+    let forked = match (&attachment, super::template::installed()) {
+        (Attachment::Shim(files), Some(template)) => {
+            let fds = WorkerFds {
+                stdio: [
+                    files.stdin.as_fd(),
+                    files.stdout.as_fd(),
+                    files.stderr.as_fd(),
+                ],
+                control: theirs.as_fd(),
+            };
+            match template.fork_worker(id, &fds).await {
+                Ok(pid) => Some(pid),
+                Err(e) => {
+                    log::warn!(
+                        "container {id}: no worker from the template process ({e}); \
+                         starting the worker from the binary"
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let (mut child, pid) = match forked {
+        // The worker is our unreaped child (see template.rs): its pid is ours.
+        Some(pid) => match PidFd::open(pid) {
+            Ok(fd) => (WorkerChild::Forked(fd), pid),
+            Err(e) => {
+                return Err(Error::internal(
+                    format!("opening a pidfd for worker {pid}"),
+                    e,
+                ))
+            }
+        },
+        None => {
+            let child = exec_worker(
+                exe,
+                id,
+                &attachment,
+                terminal,
+                theirs.as_raw_fd(),
+                start_fd.as_ref(),
+            )?;
+            let pid = child.id().unwrap_or_default();
+            (WorkerChild::Exec(child), pid)
+        }
+    };
+    drop(theirs);
+    drop(start_fd);
+    // The child is not reaped before anyone waits for it, so `pid` is still ours.
+    let pidfd = match PidFd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            child.kill().await;
+            return Err(Error::internal(
+                format!("opening a pidfd for worker {pid}"),
+                e,
+            ));
+        }
+    };
+    // The worker waits for its first line: nothing runs before it is in its cgroup.
+    let enclosure = match Enclosure::enter(id, bundle, plan, pid) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            child.kill().await;
+            return Err(e);
+        }
+    };
 
+    ours.set_nonblocking(true)
+        .map_err(|e| Error::internal("control socket", e))?;
+    let stream = UnixStream::from_std(ours).map_err(|e| Error::internal("control socket", e))?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+
+    let worker_request = WorkerRequest {
+        run: run.clone(),
+        confine: enclosure.plan().confine.clone(),
+    };
+    let mut line = serde_json::to_string(&worker_request)
+        .map_err(|e| Error::internal("encoding RunSpec", e))?;
+    line.push('\n');
+    // A worker that died early closes the socket: its exit status tells more than EPIPE.
+    let _ = write.write_all(line.as_bytes()).await;
+    let reply = loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => match line.strip_prefix("log ") {
+                Some(record) => relay_log(id, record),
+                None => break Some(line),
+            },
+            _ => break None,
+        }
+    };
+    let failed = match reply.as_deref() {
+        Some("ok") => enclosure.created().await.err(),
+        Some(line) => Some(worker_error(line)),
+        None => {
+            let status = child.wait().await;
+            Some(Error::internal(
+                "worker process",
+                anyhow::anyhow!(died_loading(status, &enclosure)),
+            ))
+        }
+    };
+    if let Some(e) = failed {
+        child.kill().await;
+        enclosure.delete().await;
+        return Err(e);
+    }
+    Ok(Loaded {
+        child,
+        pid,
+        pidfd,
+        enclosure,
+        lines,
+        write,
+    })
+}
+
+/// Starts a worker by exec'ing `exe` (the OCI CLI's workers, and the shim's
+/// when it has no template process), with `control` as its fd 3 and, for a
+/// detached worker, `start_fd` as its fd 4.
+fn exec_worker(
+    exe: &Path,
+    id: &str,
+    attachment: &Attachment<'_>,
+    terminal: Option<&OwnedFd>,
+    control: std::os::fd::RawFd,
+    start_fd: Option<&OwnedFd>,
+) -> Result<tokio::process::Child> {
+    let controlling_terminal = terminal.is_some();
+    let start_raw = start_fd.map(|fd| fd.as_raw_fd());
     let mut command = tokio::process::Command::new(exe);
     command
         .arg(WORKER_ARG)
@@ -220,7 +343,7 @@ async fn spawn_loaded(
     // (dup2, prctl, setsid, ioctl) on descriptors that stay open.
     unsafe {
         command.pre_exec(move || {
-            nix::unistd::dup2(theirs_fd, CONTROL_FD)?;
+            nix::unistd::dup2(control, CONTROL_FD)?;
             match start_raw {
                 Some(fifo) => {
                     nix::unistd::dup2(fifo, START_FD)?;
@@ -234,84 +357,48 @@ async fn spawn_loaded(
             Ok(())
         });
     }
-    let mut child = command
+    command
         .spawn()
-        .map_err(|e| Error::internal(format!("starting worker {}", exe.display()), e))?;
-    drop(theirs);
-    drop(start_fd);
-    let pid = child.id().unwrap_or_default();
-    // The child is not reaped before anyone waits for it, so `pid` is still ours.
-    let pidfd = match PidFd::open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = child.kill().await;
-            return Err(Error::internal(
-                format!("opening a pidfd for worker {pid}"),
-                e,
-            ));
-        }
-    };
-    // The worker waits for its first line: nothing runs before it is in its cgroup.
-    let enclosure = match Enclosure::enter(id, bundle, plan, pid) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            let _ = child.kill().await;
-            return Err(e);
-        }
-    };
+        .map_err(|e| Error::internal(format!("starting worker {}", exe.display()), e))
+}
 
-    ours.set_nonblocking(true)
-        .map_err(|e| Error::internal("control socket", e))?;
-    let stream = UnixStream::from_std(ours).map_err(|e| Error::internal("control socket", e))?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+/// A worker process as the process that created it holds it.
+enum WorkerChild {
+    /// Exec'd by this process; tokio reaps it.
+    Exec(tokio::process::Child),
+    /// Forked by the template and reparented to this process; reaped through its pidfd.
+    Forked(PidFd),
+}
 
-    let worker_request = WorkerRequest {
-        run: run.clone(),
-        confine: enclosure.plan().confine.clone(),
-    };
-    let mut line = serde_json::to_string(&worker_request)
-        .map_err(|e| Error::internal("encoding RunSpec", e))?;
-    line.push('\n');
-    // A worker that died early closes the socket: its exit status tells more than EPIPE.
-    let _ = write.write_all(line.as_bytes()).await;
-    let reply = loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => match line.strip_prefix("log ") {
-                Some(record) => relay_log(id, record),
-                None => break Some(line),
+impl WorkerChild {
+    /// Waits for the worker to end: its exit status.
+    async fn wait(&mut self) -> u32 {
+        match self {
+            WorkerChild::Exec(child) => match child.wait().await {
+                Ok(status) => exit::from_wait_status(status),
+                Err(e) => {
+                    log::error!("waiting for a worker: {e}");
+                    exit::UNKNOWN
+                }
             },
-            _ => break None,
+            WorkerChild::Forked(pidfd) => pidfd.wait().await,
         }
-    };
-    let failed = match reply.as_deref() {
-        Some("ok") => enclosure.created().await.err(),
-        Some(line) => Some(worker_error(line)),
-        None => {
-            let status = child
-                .wait()
-                .await
-                .map(exit::from_wait_status)
-                .unwrap_or(exit::UNKNOWN);
-            Some(Error::internal(
-                "worker process",
-                anyhow::anyhow!(died_loading(status, &enclosure)),
-            ))
-        }
-    };
-    if let Some(e) = failed {
-        let _ = child.kill().await;
-        enclosure.delete().await;
-        return Err(e);
     }
-    Ok(Loaded {
-        child,
-        pid,
-        pidfd,
-        enclosure,
-        lines,
-        write,
-    })
+
+    /// Kills the worker and reaps it.
+    async fn kill(&mut self) {
+        match self {
+            WorkerChild::Exec(child) => {
+                let _ = child.kill().await;
+            }
+            WorkerChild::Forked(pidfd) => {
+                // ESRCH: already reaped, nothing to wait for.
+                if pidfd.send_signal(libc::SIGKILL).is_ok() {
+                    pidfd.wait().await;
+                }
+            }
+        }
+    }
 }
 
 /// Why a worker with exit `status` died before it replied: the OOM killer
@@ -372,7 +459,7 @@ pub async fn create_detached(
     };
     let mut loaded = spawn_loaded(exe, id, bundle, plan, run, attachment).await?;
     if let Err(e) = loaded.write.write_all(b"detach\n").await {
-        let _ = loaded.child.kill().await;
+        loaded.child.kill().await;
         loaded.enclosure.delete().await;
         return Err(Error::internal("detaching the worker", e));
     }

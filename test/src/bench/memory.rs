@@ -2,7 +2,7 @@
 //! process that belongs to a container — its shim and all the shim's
 //! descendants (our worker, or runc's container process).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A snapshot of the process tree: pid → (parent pid, argv).
 pub struct ProcessTable {
@@ -35,20 +35,30 @@ impl ProcessTable {
         ProcessTable { procs }
     }
 
-    /// The shim serving container `id` (argv holds `-id <id>`) and all its descendants.
-    pub fn container_processes(&self, id: &str) -> Vec<u32> {
-        let shims: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|(_, (_, argv))| argv.windows(2).any(|w| w[0] == "-id" && w[1] == id))
-            .map(|(&pid, _)| pid)
-            .collect();
-        let mut found = shims.clone();
-        let mut frontier = shims;
+    /// The processes of containers `ids`, each counted once: the shims that
+    /// serve them and all the shims' descendants (workers, the template,
+    /// runc's container processes). A shim is found by `-id <id>` in its argv
+    /// (the container it was started for) or as the parent of a worker
+    /// `__wasmshim_worker <id>`: one shim may serve many containers.
+    pub fn processes_of(&self, ids: &[String]) -> HashSet<u32> {
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let names = |argv: &[String], flag: &str| {
+            argv.windows(2)
+                .any(|w| w[0] == flag && wanted.contains(w[1].as_str()))
+        };
+        let mut found: HashSet<u32> = HashSet::new();
+        for (&pid, (ppid, argv)) in &self.procs {
+            if names(argv, "-id") {
+                found.insert(pid);
+            }
+            if names(argv, "__wasmshim_worker") {
+                found.insert(*ppid);
+            }
+        }
+        let mut frontier: Vec<u32> = found.iter().copied().collect();
         while let Some(parent) = frontier.pop() {
             for (&pid, (ppid, _)) in &self.procs {
-                if *ppid == parent && !found.contains(&pid) {
-                    found.push(pid);
+                if *ppid == parent && found.insert(pid) {
                     frontier.push(pid);
                 }
             }
@@ -89,18 +99,12 @@ pub fn pss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Total PSS of the processes of containers `ids`, and how many processes that was.
+/// Total PSS of the processes of containers `ids` (each process once, however
+/// many of the containers it serves), and how many processes that was.
 pub fn containers_pss(ids: &[String]) -> (u64, usize) {
-    let table = ProcessTable::read();
-    let mut bytes = 0;
-    let mut count = 0;
-    for id in ids {
-        for pid in table.container_processes(id) {
-            bytes += pss_bytes(pid);
-            count += 1;
-        }
-    }
-    (bytes, count)
+    let processes = ProcessTable::read().processes_of(ids);
+    let bytes = processes.iter().map(|pid| pss_bytes(*pid)).sum();
+    (bytes, processes.len())
 }
 
 #[cfg(test)]
@@ -117,7 +121,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let pids = ProcessTable::read().container_processes(&id);
+        let pids = ProcessTable::read().processes_of(std::slice::from_ref(&id));
         let (bytes, count) = containers_pss(std::slice::from_ref(&id));
         for pid in &pids {
             let _ = Command::new("kill")
@@ -133,6 +137,34 @@ mod tests {
             bytes > 100 * 1024,
             "PSS of sh + sleep is more than 100 KiB: {bytes}"
         );
+    }
+
+    #[test]
+    fn a_shared_shim_is_found_from_each_container_and_counted_once() {
+        // A stand-in shim started for `first`, whose child is the worker of `second`.
+        let first = format!("memtest-a-{}", std::process::id());
+        let second = format!("memtest-b-{}", std::process::id());
+        let worker = format!("sh -c 'sleep 30' __wasmshim_worker {second} & wait");
+        let mut shim = Command::new("sh")
+            .args(["-c", &worker, "-id", &first])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let table = ProcessTable::read();
+        let both = table.processes_of(&[first.clone(), second.clone()]);
+        let by_worker = table.processes_of(std::slice::from_ref(&second));
+        for pid in &both {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+        shim.wait().unwrap();
+        assert!(
+            by_worker.contains(&shim.id()),
+            "the worker's shim: {by_worker:?}"
+        );
+        assert_eq!(both, by_worker, "one tree, whichever container names it");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! sample to `target/bench/results.json`. A full run also regenerates
 //! `docs/performance.md` and `docs/performance.svg`; a quick run writes those
 //! two under `target/bench/` instead, as does `--docker-only` (`make bench
-//! DOCKER_ONLY=1`), which runs the Docker scenario alone. Exits non-zero only when a scenario
-//! failed to run (a missed target is reported, not an error).
+//! DOCKER_ONLY=1`), which runs the Docker scenario alone, and `--memory-only`
+//! (`make bench MEMORY_ONLY=1`): memory per container and density alone.
+//! Exits non-zero only when a scenario failed to run (a missed target is
+//! reported, not an error).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +68,10 @@ fn main() -> anyhow::Result<()> {
     // `--http-only`: only the HTTP-function scenario (`make bench HTTP_ONLY=1`),
     // reported under target/bench like a quick run.
     let http_only = std::env::args().any(|a| a == "--http-only");
+    // `--memory-only`: only memory per container and density (`make bench
+    // MEMORY_ONLY=1`), reported under target/bench like a quick run.
+    let memory_only = std::env::args().any(|a| a == "--memory-only");
+    let all = !docker_only && !http_only && !memory_only;
     let plan = if quick { QUICK } else { FULL };
     let began = Instant::now();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -137,6 +143,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut report = Report {
         command: match (quick, docker_only, http_only) {
+            _ if memory_only => "make bench MEMORY_ONLY=1",
             (_, _, true) => "make bench HTTP_ONLY=1",
             (true, true, _) => "make bench QUICK=1 DOCKER_ONLY=1",
             (true, false, _) => "make bench QUICK=1",
@@ -168,7 +175,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
-    if !docker_only && !http_only {
+    if all {
         eprintln!("bench: cold start, {} rounds", plan.rounds);
         match scenarios::cold_start(&containerd, &kinds, plan.rounds) {
             Ok(s) => report.cold_start = s,
@@ -208,6 +215,8 @@ fn main() -> anyhow::Result<()> {
             Err(e) => report.errors.push(format!("first byte: {e:#}")),
         }
         save(&report);
+    }
+    if all || memory_only {
         eprintln!(
             "bench: memory, {} containers of each kind",
             plan.memory_containers
@@ -227,6 +236,8 @@ fn main() -> anyhow::Result<()> {
             report.density.push(d);
             save(&report);
         }
+    }
+    if all {
         for kind in kinds.iter().filter(|k| k.is_wasm()) {
             eprintln!("bench: big module ({} bytes), {}", big.len(), kind.label);
             match scenarios::big_module(
@@ -241,7 +252,7 @@ fn main() -> anyhow::Result<()> {
             save(&report);
         }
     }
-    if !docker_only && found.contains(&"wasmtime") {
+    if !docker_only && !memory_only && found.contains(&"wasmtime") {
         eprintln!(
             "bench: HTTP function, {} clients x {} requests",
             http::CLIENTS,
@@ -257,7 +268,7 @@ fn main() -> anyhow::Result<()> {
     containerd.stop();
 
     // After containerd's scenarios: neither daemon's containers run beside the other's.
-    if !http_only {
+    if !http_only && !memory_only {
         eprintln!("bench: docker run --rm, {} rounds", plan.docker_rounds);
         match docker_scenario(&docker_images, plan.docker_rounds) {
             Ok(s) => report.docker_run = s,
@@ -266,7 +277,7 @@ fn main() -> anyhow::Result<()> {
         save(&report);
     }
 
-    if !docker_only && !http_only {
+    if all {
         eprintln!("bench: criterion micro-benchmarks");
         match criterion(&workspace, &bench_modules, &found, quick) {
             Ok(m) => report.micro = m,
@@ -276,7 +287,7 @@ fn main() -> anyhow::Result<()> {
 
     report.judge(FULL.density_target);
     save(&report);
-    let docs = if quick || docker_only || http_only {
+    let docs = if quick || !all {
         out_dir.clone()
     } else {
         workspace.join("docs")
