@@ -1006,7 +1006,44 @@ fn workers_fork_from_the_shims_template(env: &Env, rt: &str, id: &str) -> anyhow
     Ok(())
 }
 
-fn delete_after_shim_crash(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+/// A container's shim SIGKILLed: the worker dies with it and the container
+/// deletes. The shim must serve that container alone, so the case runs in a
+/// containerd of its own with one container per shim: in the suite's, shims
+/// are shared (up to 32 containers), and the kill would end other cases'
+/// containers. `density.rs` kills a shared shim.
+fn delete_after_shim_crash(suite: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let containerd =
+        Containerd::start_with_env("debug", &[(wasmshim::group::CONTAINERS_PER_SHIM_ENV, "1")])?;
+    let sleep = suite.containerd.dir().join("modules/sleep.wasm");
+    containerd.import(&wasm_image(&image("sleep"), &sleep, &[])?)?;
+    let own = Env { containerd };
+    let env = &own;
+    crashed_shim_then_delete(env, rt, id)?;
+    // What run_case checks in the suite's containerd, checked in this one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut leftovers = env.containerd.leftovers(id);
+    while !leftovers.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        leftovers = env.containerd.leftovers(id);
+    }
+    ensure!(
+        leftovers.is_empty(),
+        "container {id} left behind:\n{}",
+        leftovers.join("\n")
+    );
+    let processes = env.containerd.processes();
+    ensure!(
+        processes.is_empty(),
+        "shim or worker processes left: {:?}",
+        processes
+            .into_iter()
+            .map(wasmshim_integration::cmdline)
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+fn crashed_shim_then_delete(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let result = (|| {
         let worker = run_sleeper(env, rt, id, &[])?;
         let shim = parent_of(worker)?;

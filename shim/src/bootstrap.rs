@@ -2,6 +2,10 @@
 //! (fork the server and print its address), serve, `delete` (clean up after a
 //! shim that died). This is where the layers are put together: the task
 //! service gets a launcher of worker processes and containerd's event publisher.
+//!
+//! `start` places a container: with the others of its pod (CRI sandbox id),
+//! else in a shared shim of up to `WASMSHIM_CONTAINERS_PER_SHIM` containers
+//! ([`crate::group`]), or in one of its own when that limit is 1.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,19 +17,22 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, StartOpts};
 
+use crate::group::{self, NamespaceLock, Placement, SharedGroup};
 use crate::instance::Launcher;
 use crate::sys::freezer::Freezable;
 use crate::sys::process::ProcessIsolation;
 use crate::sys::runc::RuncIsolation;
 use crate::task::events::{timestamp, ContainerdEvents};
 use crate::task::service::TaskService;
-use crate::{exit, oci};
+use crate::{exit, logging, oci};
 
 /// The shim's configuration of the `containerd-shim` crate.
 pub fn shim_config() -> Config {
     Config {
         // Workers are tokio children; tokio reaps them and reports their status.
         no_reaper: true,
+        // `logging` writes to a live container's log fifo, not only the first one's.
+        no_setup_logger: true,
         ..Default::default()
     }
 }
@@ -35,6 +42,8 @@ pub struct ShimMain {
     namespace: String,
     id: String,
     bundle: PathBuf,
+    /// The ttrpc address this server listens on (`-socket`).
+    socket: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -58,24 +67,37 @@ impl Shim for ShimMain {
         } else {
             PathBuf::from(&flags.bundle)
         };
+        if !matches!(flags.action.as_str(), "start" | "delete") {
+            // The server: the crate's logger is off (`no_setup_logger`).
+            logging::init(&bundle, flags.debug);
+        }
         ShimMain {
             namespace: flags.namespace.clone(),
             id: flags.id.clone(),
             bundle,
+            socket: flags.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // Containers of one pod share a shim process, as with runc; others get their own.
-        let grouping = oci::pod_sandbox_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
-        let address = spawn(opts, &grouping, Vec::new()).await?;
-        containerd_shim::asynchronous::util::write_str_to_file(
-            self.bundle.join("address"),
-            &address,
-        )
-        .await?;
-        Ok(address)
+        use containerd_shim::Error::InvalidArgument;
+        // Containers of one pod share a shim process, as with runc.
+        let alone = match oci::pod_sandbox_id(&self.bundle) {
+            Some(pod) => Some(pod),
+            None => (group::containers_per_shim().map_err(InvalidArgument)? == 1)
+                .then(|| opts.id.clone()),
+        };
+        if let Some(grouping) = alone {
+            let address = spawn(opts, &grouping, Vec::new()).await?;
+            containerd_shim::asynchronous::util::write_str_to_file(
+                self.bundle.join("address"),
+                &address,
+            )
+            .await?;
+            return Ok(address);
+        }
+        self.start_in_shared_group(opts).await
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
@@ -102,6 +124,58 @@ impl Shim for ShimMain {
             Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
             self.exit.clone(),
         )
+        .with_group(SharedGroup::of_bundle(&self.bundle, &self.socket))
+    }
+}
+
+impl ShimMain {
+    /// Places a container outside any pod in the fullest live shared shim
+    /// with room, or spawns a shim for a new group (see [`crate::group`]).
+    async fn start_in_shared_group(&self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let io_error = |what: &str, e: std::io::Error| containerd_shim::Error::IoError {
+            context: format!("{what} for container {}", opts.id),
+            err: e,
+        };
+        let max = group::containers_per_shim().map_err(containerd_shim::Error::InvalidArgument)?;
+        let namespace_dir = self.bundle.parent().unwrap_or(&self.bundle).to_path_buf();
+        let shim = std::env::current_exe().map_err(|e| io_error("the shim binary's path", e))?;
+        let (address, namespace) = (opts.address.clone(), opts.namespace.clone());
+        let bundle = self.bundle.clone();
+        // Blocking: the lock waits for other starts and shims of the namespace.
+        let (lock, placement) = tokio::task::spawn_blocking(move || {
+            let lock = NamespaceLock::take(&namespace_dir)?;
+            let placement = group::join_or_found(&lock, &bundle, &shim, max, |group| {
+                containerd_shim::socket_address(&address, &namespace, group)
+            })?;
+            Ok((lock, placement))
+        })
+        .await
+        .map_err(|e| io_error("choosing a shim", std::io::Error::other(e)))?
+        .map_err(|e| io_error("choosing a shim", e))?;
+        match placement {
+            Placement::Joined(claim) => {
+                log::debug!("container {} joins shim group {}", opts.id, claim.group);
+                Ok(claim.address)
+            }
+            Placement::Founded(claim) => {
+                // The lock is held until the new shim listens: a start that
+                // waits for it then sees a live group to join.
+                let group = claim.group.clone();
+                // The server's `-id` is the group's: no container's id names
+                // a process that outlives that container.
+                let address = spawn(
+                    StartOpts {
+                        id: group.clone(),
+                        ..opts
+                    },
+                    &group,
+                    Vec::new(),
+                )
+                .await?;
+                drop(lock);
+                Ok(address)
+            }
+        }
     }
 }
 

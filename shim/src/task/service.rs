@@ -7,9 +7,15 @@
 //! (`service/exec.rs`) are entries of their container, with the events the
 //! runc shim publishes for them: `/tasks/exec-added`, `/tasks/exec-started`,
 //! `/tasks/exit` (whose `id` is the exec id), and no `/tasks/delete`.
+//!
+//! Shutdown ends the shim once no container is left, unless the shim serves a
+//! shared group (see [`crate::group`]) that a `start` chose for a container
+//! whose Create has not arrived yet: it then serves on and checks again every
+//! 2 s. The log follows the live containers (`crate::logging`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api;
@@ -26,7 +32,9 @@ use tokio::task::JoinHandle;
 
 use super::events::{timestamp, EventSink};
 use crate::error::{Error, Result};
+use crate::group::SharedGroup;
 use crate::instance::{Container, CreateRequest, Launcher, Status};
+use crate::logging;
 
 /// Version string reported by Connect.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -89,12 +97,32 @@ impl Entry {
 /// The containers of this shim: `None` while one is being created.
 type Containers = HashMap<String, Option<Arc<Entry>>>;
 
+/// How often a shim of a shared group with no container looks again for
+/// a container that chose it.
+const CLAIMANT_RECHECK: Duration = Duration::from_secs(2);
+
+/// What a shim serving a shared group knows of its containers.
+#[derive(Default)]
+struct Membership {
+    /// The claim tokens of the containers whose Create arrived (pruned to
+    /// the bundles that still exist).
+    served: HashSet<String>,
+    /// The socket is removed: no container may join any more.
+    closing: bool,
+    /// A task looks for claimants every [`CLAIMANT_RECHECK`].
+    rechecking: bool,
+}
+
 /// containerd's Task service for every container this shim process serves.
 pub struct TaskService {
     containers: Arc<Mutex<Containers>>,
     launcher: Launcher,
     events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
+    /// The shared group this shim serves, if any (not a pod's, not alone).
+    group: Option<Arc<SharedGroup>>,
+    /// Locked after `containers` when both are.
+    membership: Arc<Mutex<Membership>>,
 }
 
 impl TaskService {
@@ -106,11 +134,24 @@ impl TaskService {
             launcher,
             events,
             exit,
+            group: None,
+            membership: Arc::default(),
         }
+    }
+
+    /// The service of a shim serving shared group `group` (None: a pod's
+    /// shim or a shim of one container, which exits once it has none).
+    pub fn with_group(mut self, group: Option<SharedGroup>) -> Self {
+        self.group = group.map(Arc::new);
+        self
     }
 
     fn containers(&self) -> std::sync::MutexGuard<'_, Containers> {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The entry of container `id`, or of its exec `exec_id` if not empty.
@@ -144,6 +185,10 @@ impl TaskService {
         if id.is_empty() {
             return Err(Error::InvalidArgument("container id is empty".into()));
         }
+        let token = self
+            .group
+            .as_ref()
+            .and_then(|g| g.token_of(std::path::Path::new(&req.bundle)));
         {
             let mut containers = self.containers();
             if containers.contains_key(id) {
@@ -151,8 +196,18 @@ impl TaskService {
                     "container {id} already exists"
                 )));
             }
+            // With the map locked: Shutdown sees the container either in the
+            // map or, until then, as a claimant.
+            let mut membership = self.membership();
+            if membership.closing {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id}: this shim is shutting down"
+                )));
+            }
+            membership.served.extend(token);
             containers.insert(id.to_string(), None);
         }
+        logging::register(id, std::path::Path::new(&req.bundle));
         let created = self
             .launcher
             .create(CreateRequest {
@@ -169,6 +224,7 @@ impl TaskService {
             Ok(container) => container,
             Err(e) => {
                 self.containers().remove(id);
+                logging::unregister(id);
                 return Err(e);
             }
         };
@@ -243,6 +299,7 @@ impl TaskService {
         if self.containers().remove(id).is_none() {
             return Err(Error::NotFound(format!("container {id} not found")));
         }
+        logging::unregister(id);
         self.events
             .publish(
                 topics::TASK_DELETE_EVENT_TOPIC,
@@ -262,6 +319,113 @@ impl TaskService {
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         })
+    }
+}
+
+impl TaskService {
+    /// Shutdown of a shim of a shared group with no container: exits unless
+    /// a container chose it and has yet to be created; then looks again
+    /// every [`CLAIMANT_RECHECK`] while it has no container.
+    async fn shutdown_shared(&self, group: Arc<SharedGroup>) {
+        let check = Closer {
+            group,
+            containers: self.containers.clone(),
+            membership: self.membership.clone(),
+            exit: self.exit.clone(),
+        };
+        if check.close_or_wait().await {
+            return;
+        }
+        {
+            let mut membership = self.membership();
+            if membership.rechecking {
+                return;
+            }
+            membership.rechecking = true;
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIMANT_RECHECK).await;
+                let idle = check
+                    .containers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
+                if !idle || check.close_or_wait().await {
+                    break;
+                }
+            }
+            let mut membership = check.membership.lock().unwrap_or_else(|e| e.into_inner());
+            membership.rechecking = false;
+        });
+    }
+}
+
+/// What Shutdown needs to decide, off the service (for the recheck task).
+struct Closer {
+    group: Arc<SharedGroup>,
+    containers: Arc<Mutex<Containers>>,
+    membership: Arc<Mutex<Membership>>,
+    exit: Arc<ExitSignal>,
+}
+
+impl Closer {
+    /// Signals the exit and returns true if no container claims this shim
+    /// and none is served (the socket is then removed); false otherwise.
+    async fn close_or_wait(&self) -> bool {
+        let (group, containers, membership) = (
+            self.group.clone(),
+            self.containers.clone(),
+            self.membership.clone(),
+        );
+        let checked = tokio::task::spawn_blocking(move || {
+            fn lock(m: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
+                m.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            let mut idle = false;
+            let claimants = group.close_if_unclaimed(
+                |found| {
+                    let _containers = containers.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut membership = lock(&membership);
+                    membership.served.retain(|t| found.contains(t));
+                    membership.served.clone()
+                },
+                || {
+                    let containers = containers.lock().unwrap_or_else(|e| e.into_inner());
+                    idle = containers.is_empty();
+                    if idle {
+                        lock(&membership).closing = true;
+                    }
+                    idle
+                },
+            )?;
+            Ok::<_, std::io::Error>((claimants, idle))
+        })
+        .await;
+        match checked {
+            Ok(Ok((claimants, idle))) if claimants.is_empty() => {
+                if idle {
+                    log::info!("no containers left: shutting down");
+                    self.exit.signal();
+                }
+                idle
+            }
+            Ok(Ok((claimants, _))) => {
+                log::info!(
+                    "no containers left, serving on for {} that chose this shim",
+                    claimants.join(", ")
+                );
+                false
+            }
+            Ok(Err(e)) => {
+                log::warn!("looking for containers that chose this shim: {e}");
+                false
+            }
+            Err(e) => {
+                log::warn!("looking for containers that chose this shim: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -446,11 +610,13 @@ impl Task for TaskService {
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
         let left = self.containers().len();
-        if left == 0 {
+        if left > 0 {
+            log::debug!("shutdown requested with {left} containers left: serving on");
+        } else if let Some(group) = &self.group {
+            self.shutdown_shared(group.clone()).await;
+        } else {
             log::info!("no containers left: shutting down");
             self.exit.signal();
-        } else {
-            log::debug!("shutdown requested with {left} containers left: serving on");
         }
         Ok(api::Empty::default())
     }

@@ -1,0 +1,156 @@
+//! The shim server's log: the lines of `containerd-shim`'s own logger
+//! (`time="…" level=… msg="…"`), written to the `log` fifo of a live
+//! container of this shim. Runs in the shim process.
+//!
+//! containerd reads a bundle's `log` fifo only until that container is
+//! deleted, and a shim serves several containers (a pod, a shared group):
+//! the task service registers each container's bundle at Create and
+//! unregisters it at Delete, and when the container whose fifo receives the
+//! lines goes, the next lines go to another registered container's fifo.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use containerd_shim::logger::{FifoLogger, LOG_ENV};
+use log::{LevelFilter, Log, Metadata, Record};
+
+/// Where the lines go and which bundles could take them next.
+struct Sinks {
+    /// The fifo written to now, and its bundle.
+    current: Option<(PathBuf, FifoLogger)>,
+    /// The live containers' bundles, by container id.
+    bundles: Vec<(String, PathBuf)>,
+}
+
+static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
+    current: None,
+    bundles: Vec::new(),
+});
+
+fn sinks() -> std::sync::MutexGuard<'static, Sinks> {
+    SINKS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct ShimLogger;
+
+impl Log for ShimLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if let Some((_, sink)) = &sinks().current {
+            sink.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some((_, sink)) = &sinks().current {
+            sink.flush();
+        }
+    }
+}
+
+/// The level `containerd-shim` would set: `RUST_LOG` (else `info`), raised
+/// to debug by containerd's `-debug`.
+fn level(debug: bool, rust_log: Option<&str>) -> LevelFilter {
+    let level = rust_log
+        .and_then(|l| LevelFilter::from_str(l).ok())
+        .unwrap_or(LevelFilter::Info);
+    if debug && level < LevelFilter::Debug {
+        LevelFilter::Debug
+    } else {
+        level
+    }
+}
+
+/// The absolute form of `bundle`, as the registry compares bundles.
+fn canonical(bundle: &Path) -> PathBuf {
+    std::fs::canonicalize(bundle).unwrap_or_else(|_| bundle.to_path_buf())
+}
+
+/// Opens the `log` fifo of `bundle` for writing, never blocking: fails when
+/// containerd no longer reads it.
+fn open_fifo(bundle: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"))?;
+    // Writes block like the crate's logger's (no line lost to a full pipe).
+    let fd = file.as_raw_fd();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let mut flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+    flags.remove(nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
+}
+
+/// Installs the shim's logger, writing to the `log` fifo of `bundle` (the
+/// bundle the shim started in). Without that fifo the shim logs nothing.
+pub fn init(bundle: &Path, debug: bool) {
+    let rust_log = std::env::var(LOG_ENV).ok();
+    log::set_max_level(level(debug, rust_log.as_deref()));
+    match open_fifo(bundle) {
+        Ok(file) => sinks().current = Some((canonical(bundle), FifoLogger::with_file(file))),
+        Err(e) => eprintln!("opening the shim log of {}: {e}", bundle.display()),
+    }
+    if log::set_logger(&ShimLogger).is_err() {
+        eprintln!("a logger was already installed");
+    }
+}
+
+/// Container `id`, in `bundle`, is served: its fifo may take the lines.
+pub fn register(id: &str, bundle: &Path) {
+    sinks().bundles.push((id.to_string(), canonical(bundle)));
+}
+
+/// Container `id` is deleted: if the lines went to its fifo, they go to
+/// another live container's from now on.
+pub fn unregister(id: &str) {
+    let mut sinks = sinks();
+    let Some(at) = sinks.bundles.iter().position(|(i, _)| i == id) else {
+        return;
+    };
+    let (_, gone) = sinks.bundles.remove(at);
+    if sinks.current.as_ref().is_some_and(|(b, _)| *b == gone) {
+        let next = sinks
+            .bundles
+            .iter()
+            .find_map(|(_, b)| Some((b.clone(), open_fifo(b).ok()?)));
+        if let Some((bundle, file)) = next {
+            sinks.current = Some((bundle, FifoLogger::with_file(file)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_level_follows_the_crates_rule() {
+        assert_eq!(level(false, None), LevelFilter::Info);
+        assert_eq!(level(true, None), LevelFilter::Debug);
+        assert_eq!(level(false, Some("error")), LevelFilter::Error);
+        assert_eq!(level(true, Some("warn")), LevelFilter::Debug);
+        assert_eq!(level(true, Some("trace")), LevelFilter::Trace);
+        assert_eq!(level(false, Some("nonsense")), LevelFilter::Info);
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join("log"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(open_fifo(dir.path()).is_err(), "opened with no reader");
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.path().join("log"))
+            .unwrap();
+        assert!(open_fifo(dir.path()).is_ok());
+    }
+}
