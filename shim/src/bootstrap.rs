@@ -115,7 +115,13 @@ impl Shim for ShimMain {
     }
 
     async fn wait(&mut self) {
+        // The server started in its first container's bundle, which a shared
+        // shim outlives: runc and path lookups fail in a deleted directory.
+        let _ = std::env::set_current_dir("/");
         self.exit.wait().await;
+        // containerd-shim removes the socket named by `address` in the
+        // working directory after this returns (pods, one-container shims).
+        let _ = std::env::set_current_dir(&self.bundle);
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {

@@ -424,7 +424,7 @@ impl Containerd {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for line in mounts
             .lines()
-            .filter(|l| l.contains(&*bundle.to_string_lossy()))
+            .filter(|l| mentions(l, &bundle.to_string_lossy()))
         {
             found.push(format!("mount: {line}"));
         }
@@ -432,7 +432,11 @@ impl Containerd {
             found.push(format!("bundle dir {}", bundle.display()));
         }
         for entry in walk(&self.fifo_dir()) {
-            if entry.to_string_lossy().contains(id) {
+            let name = entry.file_name().unwrap_or_default().to_string_lossy();
+            let is_ours = ["stdin", "stdout", "stderr"]
+                .iter()
+                .any(|s| name == format!("{id}-{s}"));
+            if is_ours {
                 found.push(format!("fifo {}", entry.display()));
             }
         }
@@ -606,7 +610,16 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Pids (other than ours) whose command line contains `needle`.
+/// Whether `text` contains `needle` as a whole name: not followed by a
+/// character that could continue a container id, so that `c-1` is not found
+/// in `c-19` (nor a bundle path in a longer one).
+pub fn mentions(text: &str, needle: &str) -> bool {
+    let continues = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    text.match_indices(needle)
+        .any(|(at, _)| !text[at + needle.len()..].starts_with(continues))
+}
+
+/// Pids (other than ours) whose command line mentions `needle` (see [`mentions`]).
 pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -614,7 +627,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && cmdline(pid).contains(needle))
+        .filter(|&pid| pid != me && mentions(&cmdline(pid), needle))
         .collect()
 }
 
@@ -739,5 +752,19 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod mention_tests {
+    use super::mentions;
+
+    #[test]
+    fn an_id_is_not_found_inside_a_longer_one() {
+        assert!(mentions("ctr run img c-1 /m.wasm", "c-1"));
+        assert!(mentions("ctr run img c-1", "c-1"));
+        assert!(!mentions("ctr run img c-19 /m.wasm", "c-1"));
+        assert!(mentions("/state/ns/c-1/rootfs rw", "/state/ns/c-1"));
+        assert!(!mentions("/state/ns/c-19/rootfs rw", "/state/ns/c-1"));
     }
 }

@@ -278,6 +278,8 @@ fn keep_only(socket: OwnedFd) -> nix::Result<OwnedFd> {
         nix::unistd::dup2(null, fd)?;
     }
     nix::unistd::dup2(high, CONTROL_FD)?;
+    // Not the bundle the shim started in, which may be deleted long before.
+    let _ = std::env::set_current_dir("/");
     // SAFETY: close_range takes no pointers; the template owns every
     // descriptor above 3 (copies of the shim's) and uses none of them.
     unsafe { libc::close_range((CONTROL_FD + 1) as u32, u32::MAX, 0) };
