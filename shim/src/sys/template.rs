@@ -310,11 +310,14 @@ fn fork_worker(
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(read);
+            // Known before the fork: the worker cannot ask getppid() for it,
+            // as this process may be gone by the time it asks.
+            let intermediate = nix::unistd::getpid();
             // SAFETY: the intermediate has one thread.
             let code = match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     drop(write);
-                    become_worker(socket, shim, worker, fds, engine)
+                    become_worker(socket, shim, intermediate, worker, fds, engine)
                 }
                 Ok(ForkResult::Parent { child }) => {
                     let pid = child.as_raw().to_ne_bytes();
@@ -366,6 +369,7 @@ fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<()> {
 fn become_worker(
     socket: RawFd,
     shim: Pid,
+    intermediate: Pid,
     worker: &Worker<'_>,
     fds: [OwnedFd; 4],
     engine: &dyn Engine,
@@ -373,7 +377,6 @@ fn become_worker(
     // SAFETY: closing the template's socket, which this process inherited
     // and never uses (a worker must not be able to ask for workers).
     unsafe { libc::close(socket) };
-    let intermediate = getppid();
     let deadline = Instant::now() + Duration::from_secs(5);
     while getppid() == intermediate && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(50));
