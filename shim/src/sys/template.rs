@@ -215,6 +215,7 @@ fn serve(socket: OwnedFd, shim: Pid, engine: &dyn Engine) -> ! {
         );
         let (len, fds) = match received {
             Err(nix::errno::Errno::EINTR) => continue,
+            // SAFETY: _exit ends the template at once: its socket failed.
             Err(_) => unsafe { libc::_exit(1) },
             Ok(msg) => {
                 let mut fds = Vec::new();
@@ -339,12 +340,7 @@ fn fork_worker(
             let mut pid = [0u8; 4];
             let read_result = read_exact(&read, &mut pid);
             // Reaping the intermediate completes the worker's reparenting.
-            loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
             read_result?;
             Ok(i32::from_ne_bytes(pid))
         }
