@@ -73,6 +73,7 @@ pub fn run<E: Engine + Default>() {
     if serves_containerd() {
         // First, while this process has one thread: see sys/template.rs.
         sys::template::fork_template(&engine);
+        sys::code_pages::release_startup_code();
     }
     match std::env::args().nth(1).as_deref() {
         Some("-v" | "--version" | "-version") => {

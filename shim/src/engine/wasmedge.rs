@@ -352,6 +352,9 @@ impl PreparedWasmEdge {
         let mut vm = Vm::new(store);
         vm.register_module(None, self.module)
             .map_err(|e| anyhow::anyhow!("instantiating: {e}"))?;
+        // Instantiating frees about half of what it allocated (0.6 of 1.5 MiB
+        // of heap for a 30 KB C module), resident until trimmed.
+        crate::sys::worker::release_free_heap();
         let result = vm.run_func(None, &self.entry, params!());
         drop(vm);
         // `proc_exit` ends the run either way; the WASI module holds the code (0 if never called).

@@ -9,6 +9,7 @@
 //! is the only place with `unsafe` code.
 
 pub mod cgroup;
+pub mod code_pages;
 pub mod confine;
 pub mod enclosure;
 pub mod freezer;

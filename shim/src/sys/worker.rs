@@ -184,8 +184,10 @@ fn read_module(spec: &RunSpec) -> Result<Vec<u8>, LoadError> {
 /// Compiling frees most of what it allocates, but glibc keeps freed memory in
 /// its malloc arenas (one more per compiling thread), resident for the
 /// container's whole life. Trimming once, before the module starts, keeps a
-/// running container closer to the memory its instance really uses.
-fn release_free_heap() {
+/// running container closer to the memory its instance really uses. An
+/// engine whose instantiation frees much of what it allocated (WasmEdge)
+/// calls it again just before the entry function runs.
+pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas,
     // under their locks, so it is safe while other threads allocate.
