@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmshim_integration::{
-    cmdline, engines, modules, runtime, text, wasm_image, Containerd, NAMESPACE,
+    cmdline, engines, image, modules, runtime, text, wasm_image, Containerd, NAMESPACE,
 };
 
 /// Cycles between two checks against the baseline.
@@ -99,10 +99,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn image(name: &str) -> String {
-    format!("docker.io/wasmshim-test/{name}:latest")
 }
 
 /// One engine's churn against a containerd of its own.

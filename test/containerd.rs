@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmshim_integration::{
-    busybox_image, engines, modules, runtime, text, wasm_image, Containerd,
+    busybox_image, engines, image, modules, parent_of, runtime, text, wasm_image, Containerd,
 };
 
 #[path = "cache.rs"]
@@ -277,10 +277,6 @@ fn setup() -> anyhow::Result<()> {
     ENV.set(Env { containerd })
         .map_err(|_| anyhow::anyhow!("set up twice"))?;
     Ok(())
-}
-
-fn image(name: &str) -> String {
-    format!("docker.io/wasmshim-test/{name}:latest")
 }
 
 /// Runs one case, then checks that its container left nothing behind.
@@ -856,16 +852,6 @@ fn task_pid(env: &Env, id: &str) -> anyhow::Result<u32> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|pid| pid.parse().ok())
         .with_context(|| format!("task {id} not in ctr task ls: {stdout}"))
-}
-
-/// The parent pid of `pid`, from /proc.
-fn parent_of(pid: u32) -> anyhow::Result<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("no PPid for {pid}"))
 }
 
 fn pod_containers_share_one_shim(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {

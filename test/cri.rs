@@ -25,7 +25,8 @@ use k8s_cri::v1 as cri;
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmshim_cli::image::{ImageSpec, LayerEntry};
 use wasmshim_integration::{
-    busybox_image, engines, modules, processes_mentioning, runtime, wasm_image, Containerd, Options,
+    busybox_image, engines, image, modules, processes_mentioning, runtime, tail, wasm_image,
+    Containerd, Options,
 };
 
 #[path = "cri/client.rs"]
@@ -65,10 +66,6 @@ struct Env {
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
-
-fn image(name: &str) -> String {
-    format!("docker.io/wasmshim-test/{name}:latest")
-}
 
 fn main() {
     let args = Arguments::from_args();
@@ -116,12 +113,6 @@ fn main() {
         let _ = std::fs::remove_dir_all(env.dir.path());
     }
     conclusion.exit();
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Starts the private containerd with the CRI plugin and imports the images.

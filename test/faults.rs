@@ -21,7 +21,10 @@ use anyhow::{bail, ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wasmshim_integration::{cmdline, engines, modules, runtime, text, wasm_image, Containerd};
+use wasmshim_integration::{
+    alive, cmdline, engines, image, modules, parent_of, runtime, settled, tail, text, wait_until,
+    wasm_image, Containerd,
+};
 
 /// Cases an engine is known not to pass yet: (engine, case).
 const KNOWN_GAPS: &[(&str, &str)] = &[];
@@ -141,37 +144,6 @@ fn run_case(case: Case, engine: &str, prefix: &str) -> Result<(), Failed> {
         Ok(())
     })();
     result.map_err(|e: anyhow::Error| Failed::from(format!("{e:#}")))
-}
-
-fn image(name: &str) -> String {
-    format!("docker.io/wasmshim-test/{name}:latest")
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// What `find` reports, once it is empty or 10 s passed.
-fn settled(find: impl Fn() -> Vec<String>) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut left = find();
-    while !left.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        left = find();
-    }
-    left
-}
-
-/// Polls `ready` every 20 ms until it holds; fails naming `what` after `limit`.
-fn wait_until(limit: Duration, what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        ensure!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 impl Fixture {
@@ -359,27 +331,6 @@ impl Drop for Events {
 
 fn signal(pid: u32, sig: Signal) -> anyhow::Result<()> {
     kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("kill -{sig} {pid}"))
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is dead: it only waits for its parent.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                != Some("Z")
-        })
-        .unwrap_or(false)
-}
-
-fn parent_of(pid: u32) -> anyhow::Result<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|p| p.trim().parse().ok())
-        .with_context(|| format!("no PPid for {pid}"))
 }
 
 /// containerd SIGKILLed while 20 containers run: 9 keep running, one is

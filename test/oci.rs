@@ -17,7 +17,9 @@ use anyhow::{ensure, Context};
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmshim_cli::image::ImageSpec;
 use wasmshim_integration::clients::{oci_binary, oci_leftovers, Docker, Podman, RUNTIME};
-use wasmshim_integration::{busybox_image, modules, text, wasm_image, Containerd, NAMESPACE};
+use wasmshim_integration::{
+    busybox_image, image, modules, text, wasm_image, Containerd, NAMESPACE,
+};
 
 /// The clients and what they share, set up once.
 struct Env {
@@ -92,10 +94,6 @@ fn main() {
         let _ = std::fs::remove_dir(runc_shim_root());
     }
     conclusion.exit();
-}
-
-fn image(name: &str) -> String {
-    format!("docker.io/wasmshim-test/{name}:latest")
 }
 
 fn setup() -> anyhow::Result<()> {

@@ -159,10 +159,9 @@ impl ShimMain {
         .map_err(|e| io_error("choosing a shim", std::io::Error::other(e)))?
         .map_err(|e| io_error("choosing a shim", e))?;
         match placement {
-            Placement::Joined(claim) => {
-                log::debug!("container {} joins shim group {}", opts.id, claim.group);
-                Ok(claim.address)
-            }
+            // The `start` process has no log: where the container went is
+            // in its bundle's claim file.
+            Placement::Joined(claim) => Ok(claim.address),
             Placement::Founded(claim) => {
                 // The lock is held until the new shim listens: a start that
                 // waits for it then sees a live group to join.

@@ -755,6 +755,61 @@ impl Containerd {
     }
 }
 
+/// The reference of the test image `name` (as the suites import it).
+pub fn image(name: &str) -> String {
+    format!("docker.io/wasmshim-test/{name}:latest")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What `find` reports, once it is empty or 10 s passed.
+pub fn settled(find: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = find();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = find();
+    }
+    left
+}
+
+/// Polls `ready` every 20 ms until it holds; fails naming `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        anyhow::ensure!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Whether process `pid` exists and is not a zombie (a zombie only waits
+/// for its parent).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// The parent pid of `pid`, from /proc.
+pub fn parent_of(pid: u32) -> anyhow::Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("no PPid for {pid}"))
+}
+
 #[cfg(test)]
 mod mention_tests {
     use super::mentions;
