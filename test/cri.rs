@@ -25,8 +25,8 @@ use k8s_cri::v1 as cri;
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmshim_cli::image::{ImageSpec, LayerEntry};
 use wasmshim_integration::{
-    busybox_image, engines, image, modules, processes_mentioning, runtime, tail, wasm_image,
-    Containerd, Options,
+    busybox_image, cmdline, engines, image, modules, parent_of, processes_mentioning, runtime,
+    tail, wasm_image, Containerd, Options,
 };
 
 #[path = "cri/client.rs"]
@@ -79,13 +79,18 @@ fn main() {
     for line in &skipped {
         eprintln!("SKIPPED {line}");
     }
+    type Case = fn(&Env, &str) -> anyhow::Result<()>;
+    let cases: [(&str, Case); 2] = [
+        ("pod_with_wasm_and_sidecar", pod_with_wasm_and_sidecar),
+        ("pod_shim_sigkill", pod_shim_sigkill),
+    ];
     let trials: Vec<Trial> = engines
         .iter()
-        .map(|engine| {
-            let engine = engine.to_string();
-            Trial::test(format!("{engine}::pod_with_wasm_and_sidecar"), move || {
+        .flat_map(|engine| cases.iter().map(move |case| (engine.to_string(), *case)))
+        .map(|(engine, (name, case))| {
+            Trial::test(format!("{engine}::{name}"), move || {
                 let env = ENV.get().expect("set up before the trials run");
-                pod_with_wasm_and_sidecar(env, &engine).map_err(|e| {
+                case(env, &engine).map_err(|e| {
                     Failed::from(format!(
                         "{e:#}\ncontainerd's log ends:\n{}",
                         tail(&env.containerd.log(), 40)
@@ -185,22 +190,20 @@ fn pause_image(dir: &Path) -> anyhow::Result<ImageSpec> {
     })
 }
 
-fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
-    let cri = &env.client;
-    let logs = env.dir.path().join(format!("logs-{engine}"));
-    std::fs::create_dir_all(&logs)?;
-    let cgroup_parent = format!("/wasmshim-cri-{engine}");
-    let netns_before = list_dir("/run/netns");
-    let sandbox_config = cri::PodSandboxConfig {
+/// The config of a pod named `name`, whose containers' logs go to `logs`
+/// and whose cgroups go below `cgroup_parent`, in the host network (the
+/// namespace this test made for containerd).
+fn sandbox_config(name: &str, logs: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
-            name: format!("pod-{engine}"),
-            uid: format!("uid-{engine}"),
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
             namespace: "default".into(),
             attempt: 0,
         }),
         log_directory: logs.to_string_lossy().into_owned(),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.clone(),
+            cgroup_parent: cgroup_parent.to_string(),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     // The host network: the namespace this test made for containerd.
@@ -214,16 +217,87 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// RunPodSandbox of `config` with runtime handler `engine`: the pod's id.
+fn run_pod(cri: &Cri, config: &cri::PodSandboxConfig, engine: &str) -> anyhow::Result<String> {
     let request = cri::RunPodSandboxRequest {
-        config: Some(sandbox_config.clone()),
+        config: Some(config.clone()),
         runtime_handler: engine.to_string(),
     };
-    let pod = cri
+    Ok(cri
         .call("RunPodSandbox", |mut c| async move {
             c.run_pod_sandbox(request).await
         })?
-        .pod_sandbox_id;
+        .pod_sandbox_id)
+}
+
+/// Stops and removes pod `pod` (both must succeed).
+fn remove_pod(cri: &Cri, pod: &str) -> anyhow::Result<()> {
+    let request = cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    };
+    cri.call("StopPodSandbox", |mut c| async move {
+        c.stop_pod_sandbox(request).await
+    })?;
+    let request = cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    };
+    cri.call("RemovePodSandbox", |mut c| async move {
+        c.remove_pod_sandbox(request).await
+    })?;
+    Ok(())
+}
+
+/// CreateContainer + StartContainer of `name` from `image_name` in `pod`,
+/// with `command` and `args`, logging to `<name>.log`: the container's id.
+fn start_container(
+    cri: &Cri,
+    pod: &str,
+    sandbox_config: &cri::PodSandboxConfig,
+    (name, image_name, command, args): (&str, &str, &[&str], &[&str]),
+) -> anyhow::Result<String> {
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.to_string(),
+        config: Some(cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: image(image_name),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox_config.clone()),
+    };
+    let id = cri
+        .call("CreateContainer", |mut c| async move {
+            c.create_container(request).await
+        })?
+        .container_id;
+    let request = cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    cri.call(&format!("StartContainer {name}"), |mut c| async move {
+        c.start_container(request).await
+    })?;
+    Ok(id)
+}
+
+fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
+    let cri = &env.client;
+    let logs = env.dir.path().join(format!("logs-{engine}"));
+    std::fs::create_dir_all(&logs)?;
+    let cgroup_parent = format!("/wasmshim-cri-{engine}");
+    let netns_before = list_dir("/run/netns");
+    let sandbox_config = sandbox_config(&format!("pod-{engine}"), &logs, &cgroup_parent);
+    let pod = run_pod(cri, &sandbox_config, engine)?;
     let mut pids = Vec::new();
     let mut containers = vec![pod.clone()];
     let result = pod_checks(
@@ -235,19 +309,8 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
         &mut pids,
         &mut containers,
     );
-    let request = cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    };
-    let stopped = cri.call("StopPodSandbox", |mut c| async move {
-        c.stop_pod_sandbox(request).await
-    });
-    let request = cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    };
-    let removed = cri.call("RemovePodSandbox", |mut c| async move {
-        c.remove_pod_sandbox(request).await
-    });
-    let left = if result.is_ok() && stopped.is_ok() && removed.is_ok() {
+    let removed = remove_pod(cri, &pod);
+    let left = if result.is_ok() && removed.is_ok() {
         wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers)
     } else {
         Ok(())
@@ -258,7 +321,6 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(dir);
     }
     result?;
-    stopped?;
     removed?;
     left?;
     let netns_after = list_dir("/run/netns");
@@ -268,6 +330,107 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The shim of a running pod SIGKILLed, as an OOM kill or a crash would end
+/// it: the CRI reports each of the pod's containers exited (the Wasm one,
+/// whose worker dies with the shim, and the busybox sidecar, which runc ran
+/// and the shim's `delete` command kills) and the sandbox not ready;
+/// stopping and removing the pod then works and leaves no process (pause,
+/// sidecar, worker, shim), mount or cgroup. The exit code is 255: containerd
+/// 1.6's CRI plugin reports that "unknown" code whenever its wait on a task
+/// ends because the connection to the task's shim closed, whatever the shim
+/// (runc's included), before the shim's `delete` command runs.
+fn pod_shim_sigkill(env: &Env, engine: &str) -> anyhow::Result<()> {
+    let cri = &env.client;
+    let name = format!("killed-{engine}");
+    let logs = env.dir.path().join(format!("logs-{name}"));
+    std::fs::create_dir_all(&logs)?;
+    let cgroup_parent = format!("/wasmshim-cri-{name}");
+    let config = sandbox_config(&name, &logs, &cgroup_parent);
+    let pod = run_pod(cri, &config, engine)?;
+    let mut pids = Vec::new();
+    let mut containers = vec![pod.clone()];
+    let result = (|| {
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        };
+        let sandbox = cri.call("PodSandboxStatus", |mut c| async move {
+            c.pod_sandbox_status(request).await
+        })?;
+        pids.push(info_pid(&sandbox.info)?);
+        let sidecar = start_container(
+            cri,
+            &pod,
+            &config,
+            ("sidecar", "busybox", &["sleep", "600"], &[]),
+        )?;
+        containers.push(sidecar.clone());
+        let sleeper = start_container(cri, &pod, &config, ("sleeper", "sleep", &[], &["600"]))?;
+        containers.push(sleeper.clone());
+        for id in [&sidecar, &sleeper] {
+            let status = cri.wait_for_state(
+                id,
+                cri::ContainerState::ContainerRunning,
+                Duration::from_secs(20),
+            )?;
+            pids.push(info_pid(&status.info)?);
+        }
+        let worker = *pids.last().context("the worker's pid")?;
+        let shim = parent_of(worker)?;
+        ensure!(
+            cmdline(shim).contains("containerd-shim-"),
+            "the Wasm worker's parent {shim} is not a shim: {}",
+            cmdline(shim)
+        );
+        pids.push(shim);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        for id in [&sidecar, &sleeper] {
+            let status = cri.wait_for_state(
+                id,
+                cri::ContainerState::ContainerExited,
+                Duration::from_secs(20),
+            )?;
+            let code = status.status.context("no status")?.exit_code;
+            ensure!(
+                code == UNKNOWN_EXIT_CODE,
+                "container {id} exited with {code} after its shim was killed, want \
+                 {UNKNOWN_EXIT_CODE} (the CRI's unknown exit code)"
+            );
+        }
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        };
+        let sandbox = cri.call("PodSandboxStatus", |mut c| async move {
+            c.pod_sandbox_status(request).await
+        })?;
+        let state = sandbox.status.context("no sandbox status")?.state;
+        ensure!(
+            state == cri::PodSandboxState::SandboxNotready as i32,
+            "the sandbox is in state {state} after its shim was killed, want NOTREADY"
+        );
+        Ok(())
+    })();
+    let removed = remove_pod(cri, &pod);
+    let left = if result.is_ok() && removed.is_ok() {
+        wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers)
+    } else {
+        Ok(())
+    };
+    for dir in cgroup_dirs(&cgroup_parent, "") {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result?;
+    removed?;
+    left
+}
+
+/// The exit code containerd's CRI plugin gives a container whose shim died.
+const UNKNOWN_EXIT_CODE: i32 = 255;
 
 /// The checks on the running pod; `pids` and `containers` collect what must
 /// be gone once it is removed.
@@ -301,36 +464,7 @@ fn pod_checks(
     }
 
     let start = |name: &str, image_name: &str, command: &[&str], args: &[&str]| {
-        let request = cri::CreateContainerRequest {
-            pod_sandbox_id: pod.to_string(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: name.to_string(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: image(image_name),
-                    ..Default::default()
-                }),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                log_path: format!("{name}.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox_config.clone()),
-        };
-        let id = cri
-            .call("CreateContainer", |mut c| async move {
-                c.create_container(request).await
-            })?
-            .container_id;
-        let request = cri::StartContainerRequest {
-            container_id: id.clone(),
-        };
-        cri.call(&format!("StartContainer {name}"), |mut c| async move {
-            c.start_container(request).await
-        })?;
-        anyhow::Ok(id)
+        start_container(cri, pod, sandbox_config, (name, image_name, command, args))
     };
     let sidecar = start(
         "sidecar",

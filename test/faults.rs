@@ -36,6 +36,10 @@ const CASES: &[(&str, Case)] = &[
         "containerd_sigkill_with_twenty_containers",
         containerd_sigkill_with_twenty_containers,
     ),
+    (
+        "containerd_sigkill_while_starting",
+        containerd_sigkill_while_starting,
+    ),
     ("pod_shim_sigkill", pod_shim_sigkill),
     ("worker_sigkill_exits_137", worker_sigkill_exits_137),
     ("stdout_reader_gone", stdout_reader_gone),
@@ -429,6 +433,186 @@ fn containerd_sigkill_with_twenty_containers(f: &Fixture) -> anyhow::Result<()> 
         f.remove(id);
     }
     result
+}
+
+/// containerd SIGKILLed while 20 `ctr run -d`s are in flight, launched
+/// 30 ms apart (the kill lands after the eighth): some have run, some are in
+/// the middle of Create or Start, some wait to connect. containerd restarted
+/// on the same root, state and socket must then tell the truth about every
+/// container: a task it lists as RUNNING or CREATED has a live worker, one
+/// listed as STOPPED has none, and no worker or shim runs that it does not
+/// list (nothing orphaned). Every `ctr run` that succeeded has a task; the
+/// even-numbered ones sleep (RUNNING, killed: 137), the odd-numbered exit on
+/// their own after 2 s with 10 + n, the status their delete reports (none
+/// lost, none invented). Everything deletes, and nothing is left.
+fn containerd_sigkill_while_starting(f: &Fixture) -> anyhow::Result<()> {
+    let ids: Vec<String> = (0..20).map(|n| f.id(n)).collect();
+    let image = image("nap");
+    let result = (|| {
+        let mut runs = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let status = (10 + n).to_string();
+            let mut argv = vec!["run", "-d", "--null-io", "--runtime", &f.rt, &image, id];
+            argv.extend(match n % 2 {
+                0 => ["/nap.wasm", "3600"],
+                _ => ["/nap.wasm", "2"],
+            });
+            if n % 2 == 1 {
+                argv.push(&status);
+            }
+            let child = f
+                .containerd
+                .ctr_command(&argv)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            runs.push(child);
+            if n == 7 {
+                f.containerd.kill_daemon();
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        f.containerd.restart(&[])?;
+        // Every ctr returns: with success, or with the error of its lost
+        // connection.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut succeeded = Vec::new();
+        for (id, mut run) in ids.iter().zip(runs) {
+            while run.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = run.kill();
+                    bail!("ctr run {id} hung after containerd's restart");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            succeeded.push(run.wait_with_output()?.status.success());
+        }
+        // The odd ones that run exit 2 s after their start.
+        std::thread::sleep(Duration::from_secs(3));
+        let tasks = f.tasks()?;
+        let mut seen = BTreeMap::<&str, usize>::new();
+        for (n, id) in ids.iter().enumerate() {
+            let task = tasks.get(id);
+            *seen
+                .entry(task.map_or("no task", |(_, s)| s.as_str()))
+                .or_default() += 1;
+            if succeeded[n] {
+                let want = if n % 2 == 0 { "RUNNING" } else { "STOPPED" };
+                ensure!(
+                    task.map(|(_, s)| s.as_str()) == Some(want),
+                    "{id}: ctr run succeeded, yet its task is {task:?} after the restart, want {want}"
+                );
+            }
+            if let Some((pid, status)) = task {
+                let live = *pid != 0 && alive(*pid);
+                match status.as_str() {
+                    "RUNNING" | "CREATED" => ensure!(
+                        live && cmdline(*pid).contains("__wasmshim_worker"),
+                        "{id} is listed {status} with pid {pid}, which is no worker: {:?}",
+                        cmdline(*pid)
+                    ),
+                    "STOPPED" => ensure!(
+                        !live || !cmdline(*pid).contains("__wasmshim_worker"),
+                        "{id} is listed STOPPED, yet its worker {pid} runs"
+                    ),
+                    // containerd died after starting the shim and before
+                    // sending Create: the shim has no such container (as
+                    // runc's would not). Such a task must have no worker.
+                    "UNKNOWN" => ensure!(
+                        !succeeded[n] && worker_of(f, id).is_none(),
+                        "{id} is listed UNKNOWN with ctr run {} and worker {:?}",
+                        if succeeded[n] { "succeeded" } else { "failed" },
+                        worker_of(f, id)
+                    ),
+                    other => bail!("{id} is listed {other} after the restart"),
+                }
+            }
+        }
+        // No worker runs for a container containerd does not list as live.
+        for pid in f.containerd.processes() {
+            let line = cmdline(pid);
+            if let Some(id) = line.split("__wasmshim_worker ").nth(1) {
+                let id = id.trim();
+                ensure!(
+                    tasks
+                        .get(id)
+                        .is_some_and(|(_, s)| s == "RUNNING" || s == "CREATED"),
+                    "worker {pid} of {id} runs, but containerd lists its task as {:?}",
+                    tasks.get(id)
+                );
+            }
+        }
+        eprintln!(
+            "ctr run: {} of 20 succeeded across the kill; tasks after the restart: {seen:?}",
+            succeeded.iter().filter(|s| **s).count()
+        );
+        // Exactly the statuses that happened.
+        let events = Events::start(f)?;
+        for (n, id) in ids.iter().enumerate() {
+            let Some((_, status)) = tasks.get(id) else {
+                continue;
+            };
+            match status.as_str() {
+                "RUNNING" => {
+                    let out = f.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+                    ensure!(out.status.success(), "ctr task kill {id}: {:?}", text(&out));
+                    let status = events.status("/tasks/exit", id)?;
+                    ensure!(
+                        status == 137,
+                        "{id} exited {status} after SIGKILL, want 137"
+                    );
+                    wait_until(Duration::from_secs(10), &format!("{id} stopped"), || {
+                        f.status(id).as_deref() == Some("STOPPED")
+                    })?;
+                    f.delete_task(id)?;
+                }
+                "STOPPED" => {
+                    f.delete_task(id)?;
+                    let status = events.status("/tasks/delete", id)?;
+                    let want = 10 + n as u32;
+                    ensure!(
+                        n % 2 == 1 && status == want,
+                        "{id} was stopped with {status}; it exits with {want} when it runs, \
+                         and only the odd ones stop by themselves"
+                    );
+                }
+                other => {
+                    let out = f.ctr(&["task", "delete", "--force", id]);
+                    ensure!(
+                        out.status.success(),
+                        "ctr task delete --force {id} ({other}): {:?}",
+                        text(&out)
+                    );
+                }
+            }
+        }
+        // Every container record deletes; one that `ctr run` never made is
+        // simply not there.
+        for id in &ids {
+            let out = f.ctr(&["container", "delete", id]);
+            let (_, stderr) = text(&out);
+            ensure!(
+                out.status.success() || stderr.contains("not found"),
+                "ctr container delete {id}: {stderr}"
+            );
+        }
+        Ok(())
+    })();
+    for id in &ids {
+        f.remove(id);
+    }
+    result
+}
+
+/// The worker process of container `id` under this containerd, if one runs.
+fn worker_of(f: &Fixture, id: &str) -> Option<u32> {
+    f.containerd.processes().into_iter().find(|pid| {
+        cmdline(*pid)
+            .split("__wasmshim_worker ")
+            .nth(1)
+            .is_some_and(|rest| rest.trim() == id)
+    })
 }
 
 /// The shim of a pod (three containers grouped by the CRI sandbox id)

@@ -19,6 +19,9 @@ use nix::unistd::Pid;
 use super::plan::{CgroupPlan, CgroupsPath};
 use crate::error::{Error, Result};
 
+/// How long [`Cgroup::remove`] waits for killed processes to leave the cgroup.
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Statistics of a container's cgroup.
 #[derive(Debug, Default)]
 pub struct CgroupStats {
@@ -193,11 +196,22 @@ impl Cgroup {
         std::fs::read_to_string(dir.join(file)).is_ok_and(|state| state.trim() == frozen)
     }
 
-    /// Removes the cgroup, killing anything still in it.
+    /// Removes the cgroup, killing anything still in it, and waits up to
+    /// [`REMOVE_PATIENCE`] for what it killed to leave. `libcgroups` kills
+    /// and then retries `rmdir` for about 100 ms; a process killed a moment
+    /// before (a worker whose shim was SIGKILLed, unmapping its memory on a
+    /// busy node) can take longer, and the cgroup would be left behind.
     pub fn remove(&self) -> Result<()> {
-        self.manager
-            .remove()
-            .map_err(|e| Error::internal(format!("removing cgroup {}", self.name), e))
+        let deadline = std::time::Instant::now() + REMOVE_PATIENCE;
+        loop {
+            match self.manager.remove() {
+                Ok(()) => return Ok(()),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::internal(format!("removing cgroup {}", self.name), e)),
+            }
+        }
     }
 }
 

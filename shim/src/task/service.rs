@@ -114,6 +114,7 @@ struct Membership {
 }
 
 /// containerd's Task service for every container this shim process serves.
+#[derive(Clone)]
 pub struct TaskService {
     containers: Arc<Mutex<Containers>>,
     launcher: Launcher,
@@ -285,6 +286,34 @@ impl TaskService {
             )
             .await;
         Ok(pid)
+    }
+
+    /// Pause (`frozen`) or Resume of container `id`, with its event.
+    async fn freeze_task(&self, id: &str, frozen: bool) -> Result<()> {
+        let entry = self.entry(id, "")?;
+        let _order = entry.events.lock().await;
+        if frozen {
+            entry.container.pause().await?;
+            log::info!("container {id}: paused");
+            let event = TaskPaused {
+                container_id: id.to_string(),
+                ..Default::default()
+            };
+            self.events
+                .publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+                .await;
+        } else {
+            entry.container.resume().await?;
+            log::info!("container {id}: resumed");
+            let event = TaskResumed {
+                container_id: id.to_string(),
+                ..Default::default()
+            };
+            self.events
+                .publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
+        }
+        Ok(())
     }
 
     async fn delete_task(&self, id: &str, exec_id: &str) -> Result<api::DeleteResponse> {
@@ -467,6 +496,21 @@ async fn publish_exit(
         .await;
 }
 
+/// Runs `request` to its end on a task of its own, whatever happens to the
+/// connection it came on. ttrpc drops a request's future when the client's
+/// connection closes (containerd killed or restarted): a Create cut off
+/// between forking the worker and recording the container left it "being
+/// created" for good, with its worker dead and unreaped. Requests that change
+/// a container's state finish, as runc's shim finishes them, and the
+/// containerd that comes back finds the state they left.
+async fn to_the_end<T: Send + 'static>(
+    request: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(request)
+        .await
+        .map_err(|e| Error::internal("the request's task", e))?
+}
+
 fn unsupported<T>(what: &str) -> TtrpcResult<T> {
     Err(Error::Unimplemented(format!(
         "{what} is not supported by this shim (neither for WebAssembly nor for Linux containers)"
@@ -482,7 +526,8 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         log::info!("create container {} from bundle {}", req.id, req.bundle);
-        let pid = self.create_task(&req).await?;
+        let service = self.clone();
+        let pid = to_the_end(async move { service.create_task(&req).await }).await?;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -494,7 +539,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let pid = self.start_task(&req.id, &req.exec_id).await?;
+        let service = self.clone();
+        let pid =
+            to_the_end(async move { service.start_task(&req.id, &req.exec_id).await }).await?;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -507,13 +554,14 @@ impl Task for TaskService {
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
         log::info!("delete container {}", req.id);
-        Ok(self.delete_task(&req.id, &req.exec_id).await?)
+        let service = self.clone();
+        Ok(to_the_end(async move { service.delete_task(&req.id, &req.exec_id).await }).await?)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.get(&req.id, &req.exec_id)?;
         log::info!("container {}: kill with signal {}", req.id, req.signal);
-        container.kill(req.signal).await?;
+        to_the_end(async move { container.kill(req.signal).await }).await?;
         Ok(api::Empty::default())
     }
 
@@ -639,24 +687,14 @@ impl Task for TaskService {
         req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
         log::info!("container {}: exec {}", req.id, req.exec_id);
-        self.exec_task(&req).await?;
+        let service = self.clone();
+        to_the_end(async move { service.exec_task(&req).await }).await?;
         Ok(api::Empty::default())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        let entry = self.entry(&req.id, "")?;
-        let _order = entry.events.lock().await;
-        entry.container.pause().await?;
-        log::info!("container {}: paused", req.id);
-        self.events
-            .publish(
-                topics::TASK_PAUSED_EVENT_TOPIC,
-                Box::new(TaskPaused {
-                    container_id: req.id.clone(),
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let service = self.clone();
+        to_the_end(async move { service.freeze_task(&req.id, true).await }).await?;
         Ok(api::Empty::default())
     }
 
@@ -665,19 +703,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        let entry = self.entry(&req.id, "")?;
-        let _order = entry.events.lock().await;
-        entry.container.resume().await?;
-        log::info!("container {}: resumed", req.id);
-        self.events
-            .publish(
-                topics::TASK_RESUMED_EVENT_TOPIC,
-                Box::new(TaskResumed {
-                    container_id: req.id.clone(),
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let service = self.clone();
+        to_the_end(async move { service.freeze_task(&req.id, false).await }).await?;
         Ok(api::Empty::default())
     }
 
