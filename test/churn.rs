@@ -411,11 +411,15 @@ impl Snapshot {
         counts.insert("containerd fds", count_dir(&format!("/proc/{daemon}/fd")));
         counts.insert("pod shim fds", count_dir(&format!("/proc/{shim}/fd")));
         counts.insert("pod shim threads", count_dir(&format!("/proc/{shim}/task")));
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-        counts.insert(
-            "mounts",
-            mounts.lines().filter(|l| l.contains(&dir)).count(),
-        );
+        // Shims mount their containers' rootfs in a namespace of their own.
+        let mounts = |pid: &str| -> anyhow::Result<usize> {
+            Ok(std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?
+                .lines()
+                .filter(|l| l.contains(&dir))
+                .count())
+        };
+        counts.insert("host mounts", mounts("self")?);
+        counts.insert("pod shim mounts", mounts(&shim.to_string())?);
         counts.insert("cgroup dirs", cgroup_dirs(&churn.prefix));
         counts.insert(
             "bundles",

@@ -95,6 +95,10 @@ const CASES: &[(&str, Case)] = &[
         isolation::cgroup_limits_and_metrics,
     ),
     ("network_namespace", isolation::network_namespace),
+    (
+        "rootfs_mounts_stay_in_the_shim",
+        isolation::rootfs_mounts_stay_in_the_shim,
+    ),
     ("user_owns_files", isolation::user_owns_files),
     ("seccomp_caps_nnp", isolation::seccomp_caps_nnp),
     (

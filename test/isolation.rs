@@ -494,3 +494,98 @@ pub fn docker_spec_runs_a_module(env: &Env, rt: &str, id: &str) -> anyhow::Resul
     remove(env, id);
     checked
 }
+
+/// Whether `/proc/<pid>/mountinfo` lists a mount whose mount point ends
+/// with `/<id>/rootfs` (container `id`'s rootfs in its bundle).
+fn has_rootfs_mount(pid: &str, id: &str) -> anyhow::Result<bool> {
+    let suffix = format!("/{id}/rootfs");
+    Ok(std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?
+        .lines()
+        .any(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .is_some_and(|m| m.ends_with(&suffix))
+        }))
+}
+
+/// The shim keeps its containers' rootfs mounts in a mount namespace of its
+/// own (the host's `/` is shared here, as systemd makes it): the host's
+/// mount table does not grow with containers. A mount the host makes after
+/// the shim started (a tmpfs, as a volume would be) still reaches the
+/// shim's next container through a bind mount, both ways. Once the pod is
+/// gone, nothing of it is mounted anywhere.
+pub fn rootfs_mounts_stay_in_the_shim(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let pod = format!("io.kubernetes.cri.sandbox-id={id}-pod");
+    let (first, second) = (format!("{id}-a"), format!("{id}-b"));
+    let volume = env
+        .containerd
+        .dir()
+        .join("host")
+        .join(format!("{id}-volume"));
+    let result = (|| {
+        let sleep = image("sleep");
+        let worker = run_detached(
+            env,
+            rt,
+            &first,
+            &["--annotation", &pod, &sleep, &first, "/sleep.wasm", "600"],
+        )?;
+        let shim = wasmshim_integration::parent_of(worker)?.to_string();
+        ensure!(
+            has_rootfs_mount(&shim, &first)?,
+            "the shim {shim} does not have {first}'s rootfs mounted"
+        );
+        ensure!(
+            !has_rootfs_mount("self", &first)?,
+            "{first}'s rootfs is mounted in the host's mount namespace"
+        );
+        ensure!(
+            std::fs::read_link(format!("/proc/{shim}/ns/mnt"))?
+                != std::fs::read_link("/proc/self/ns/mnt")?,
+            "the shim shares the host's mount namespace"
+        );
+        // A volume mounted on the host now, after the shim started.
+        std::fs::create_dir_all(&volume)?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&volume)
+            .status()?;
+        ensure!(status.success(), "mount tmpfs on {}", volume.display());
+        std::fs::write(volume.join("in.txt"), "content from the host\n")?;
+        let mount = format!(
+            "type=bind,src={},dst=/data,options=rbind:rw",
+            volume.display()
+        );
+        let out = env.containerd.run(
+            Some(rt),
+            &[
+                "--annotation",
+                &pod,
+                "--mount",
+                &mount,
+                &image("files"),
+                &second,
+                "/files.wasm",
+                "/data/in.txt",
+                "/data/out.txt",
+            ],
+        );
+        expect_output(&out, &["content from the host", "wrote /data/out.txt"])?;
+        let written = std::fs::read_to_string(volume.join("out.txt"))
+            .context("out.txt on the host's tmpfs")?;
+        ensure!(
+            written == "written by wasm\n",
+            "the volume holds {written:?}"
+        );
+        ensure!(
+            wasmshim_integration::alive(shim.parse()?)
+                && wasmshim_integration::parent_of(worker)?.to_string() == shim,
+            "the pod's shim {shim} did not serve its second container"
+        );
+        Ok(())
+    })();
+    remove(env, &first);
+    remove(env, &second);
+    let _ = nix::mount::umount2(&volume, nix::mount::MntFlags::MNT_DETACH);
+    result
+}

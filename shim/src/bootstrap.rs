@@ -20,6 +20,7 @@ use containerd_shim::{Config, Flags, StartOpts};
 use crate::group::{self, NamespaceLock, Placement, SharedGroup};
 use crate::instance::Launcher;
 use crate::sys::freezer::Freezable;
+use crate::sys::mount_ns::MountNamespace;
 use crate::sys::process::ProcessIsolation;
 use crate::sys::runc::RuncIsolation;
 use crate::task::events::{timestamp, ContainerdEvents};
@@ -70,6 +71,18 @@ impl Shim for ShimMain {
         if !matches!(flags.action.as_str(), "start" | "delete") {
             // The server: the crate's logger is off (`no_setup_logger`).
             logging::init(&bundle, flags.debug);
+            match crate::sys::mount_ns::outcome() {
+                Some(MountNamespace::Own) => {
+                    log::debug!("rootfs mounts go to this shim's own mount namespace")
+                }
+                Some(MountNamespace::HostNotShared) => log::debug!(
+                    "the host's / is not a shared mount: rootfs mounts go to the host's namespace"
+                ),
+                Some(MountNamespace::HostFailed(e)) => log::warn!(
+                    "no mount namespace of the shim's own ({e}): rootfs mounts go to the host's"
+                ),
+                None => {}
+            }
         }
         ShimMain {
             namespace: flags.namespace.clone(),

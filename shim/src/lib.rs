@@ -71,7 +71,9 @@ pub fn run<E: Engine + Default>() {
         sys::worker::main(&engine);
     }
     if serves_containerd() {
-        // First, while this process has one thread: see sys/template.rs.
+        // First, while this process has one thread: see sys/mount_ns.rs and
+        // sys/template.rs (the template and its workers share the namespace).
+        sys::mount_ns::enter_own();
         sys::template::fork_template(&engine);
         sys::code_pages::release_startup_code();
     }

@@ -223,6 +223,7 @@ impl Containerd {
 
     /// Starts containerd as `options` say.
     pub fn start_with(options: &Options) -> anyhow::Result<Self> {
+        shared_root()?;
         let dir = tempfile::Builder::new()
             .prefix("wasmshim-containerd.")
             .tempdir()?;
@@ -629,6 +630,29 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me && mentions(&cmdline(pid), needle))
         .collect()
+}
+
+/// Makes `/` a shared mount, recursively, as systemd makes it at every boot
+/// (Kubernetes nodes rely on it for volume propagation). A shim then keeps
+/// its containers' rootfs mounts in a mount namespace of its own
+/// (`shim/src/sys/mount_ns.rs`); on a machine booted without systemd, `/`
+/// is private and the shims would stay in the host's namespace. Done once
+/// per test process.
+pub fn shared_root() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let status = Command::new("mount")
+            .args(["--make-rshared", "/"])
+            .status()
+            .map_err(|e| format!("running mount --make-rshared /: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("mount --make-rshared / failed: {status}"))
+        }
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
 /// A process's command line with spaces between arguments.

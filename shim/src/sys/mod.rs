@@ -14,6 +14,7 @@ pub mod confine;
 pub mod enclosure;
 pub mod freezer;
 pub mod hooks;
+pub mod mount_ns;
 pub mod pidfd;
 pub mod plan;
 pub mod process;
