@@ -73,8 +73,7 @@ pub fn outcome() -> Option<&'static MountNamespace> {
 fn root_is_shared(mountinfo: &str) -> bool {
     mountinfo
         .lines()
-        .filter(|line| line.split_whitespace().nth(4) == Some("/"))
-        .last()
+        .rfind(|line| line.split_whitespace().nth(4) == Some("/"))
         .is_some_and(|line| {
             line.split_whitespace()
                 .skip(6)

@@ -158,6 +158,37 @@ async fn requests_during_create_are_refused_as_being_created() {
     );
 }
 
+/// ttrpc drops a request's future when the client's connection closes
+/// (containerd killed): a Create dropped while its process is being created
+/// still finishes, and the container is there, CREATED, for the containerd
+/// that comes back.
+#[tokio::test]
+async fn a_create_whose_caller_went_away_still_finishes() {
+    let h = harness();
+    h.iso.hold_create();
+    let creating = tokio::spawn({
+        let service = h.service.clone();
+        let req = h.create_request("c1");
+        async move { service.create(&ctx(), req).await }
+    });
+    h.iso.wait_create_called().await;
+    creating.abort();
+    assert!(creating.await.is_err(), "the request was not dropped");
+    h.iso.release_create();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match h.state("c1").await {
+            Ok(state) if state.status == api::Status::CREATED.into() => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dropped Create never finished: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.events(), vec!["/tasks/create".to_string()]);
+}
+
 #[tokio::test]
 async fn a_failed_create_leaves_no_entry() {
     let h = harness();
