@@ -250,6 +250,32 @@ fn remove_pod(cri: &Cri, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes pod `pod` after its checks gave `result`; if both succeeded,
+/// waits until nothing of it is left (`pids`, mounts, cgroups of
+/// `containers`). The pod's parent cgroup is the test's own (the kubelet
+/// makes it) and is removed here when empty. The first error wins.
+fn remove_and_check(
+    cri: &Cri,
+    pod: &str,
+    result: anyhow::Result<()>,
+    pids: &[u32],
+    cgroup_parent: &str,
+    containers: &[String],
+) -> anyhow::Result<()> {
+    let removed = remove_pod(cri, pod);
+    let left = if result.is_ok() && removed.is_ok() {
+        wait_for_nothing_left(pod, pids, cgroup_parent, containers)
+    } else {
+        Ok(())
+    };
+    for dir in cgroup_dirs(cgroup_parent, "") {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result?;
+    removed?;
+    left
+}
+
 /// CreateContainer + StartContainer of `name` from `image_name` in `pod`,
 /// with `command` and `args`, logging to `<name>.log`: the container's id.
 fn start_container(
@@ -309,20 +335,7 @@ fn pod_with_wasm_and_sidecar(env: &Env, engine: &str) -> anyhow::Result<()> {
         &mut pids,
         &mut containers,
     );
-    let removed = remove_pod(cri, &pod);
-    let left = if result.is_ok() && removed.is_ok() {
-        wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers)
-    } else {
-        Ok(())
-    };
-    // The pod's parent cgroup is the test's own (the kubelet makes it); rmdir
-    // only removes it empty.
-    for dir in cgroup_dirs(&cgroup_parent, "") {
-        let _ = std::fs::remove_dir(dir);
-    }
-    result?;
-    removed?;
-    left?;
+    remove_and_check(cri, &pod, result, &pids, &cgroup_parent, &containers)?;
     let netns_after = list_dir("/run/netns");
     ensure!(
         netns_after == netns_before,
@@ -415,18 +428,7 @@ fn pod_shim_sigkill(env: &Env, engine: &str) -> anyhow::Result<()> {
         );
         Ok(())
     })();
-    let removed = remove_pod(cri, &pod);
-    let left = if result.is_ok() && removed.is_ok() {
-        wait_for_nothing_left(&pod, &pids, &cgroup_parent, &containers)
-    } else {
-        Ok(())
-    };
-    for dir in cgroup_dirs(&cgroup_parent, "") {
-        let _ = std::fs::remove_dir(dir);
-    }
-    result?;
-    removed?;
-    left
+    remove_and_check(cri, &pod, result, &pids, &cgroup_parent, &containers)
 }
 
 /// The exit code containerd's CRI plugin gives a container whose shim died.

@@ -27,7 +27,15 @@ use wasmshim_integration::{
 };
 
 /// Cases an engine is known not to pass yet: (engine, case).
-const KNOWN_GAPS: &[(&str, &str)] = &[];
+/// `containerd_sigkill_while_starting`: when containerd dies after a `start`
+/// founded a new shared group and before it sent that shim a Create, the
+/// restarted containerd deletes the bundle, and the shim, which never had a
+/// container, never checks whether to exit: it is left running (seen in
+/// some runs; docs/reliability.md). Its other assertions passed.
+const KNOWN_GAPS: &[(&str, &str)] = &[
+    ("wasmtime", "containerd_sigkill_while_starting"),
+    ("wasmedge", "containerd_sigkill_while_starting"),
+];
 
 type Case = fn(&Fixture) -> anyhow::Result<()>;
 
@@ -208,6 +216,22 @@ impl Fixture {
             text(&out)
         );
         Ok(())
+    }
+
+    /// `ctr task kill -s SIGKILL` of running task `id`: its `/tasks/exit`
+    /// (read from `events`) says 137, it stops, and its task deletes.
+    fn kill_and_delete(&self, events: &Events, id: &str) -> anyhow::Result<()> {
+        let out = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        ensure!(out.status.success(), "ctr task kill {id}: {:?}", text(&out));
+        let status = events.status("/tasks/exit", id)?;
+        ensure!(
+            status == 137,
+            "{id} exited {status} after SIGKILL, want 137"
+        );
+        wait_until(Duration::from_secs(10), &format!("{id} stopped"), || {
+            self.status(id).as_deref() == Some("STOPPED")
+        })?;
+        self.delete_task(id)
     }
 
     /// Removes container `id` and its task whatever their state.
@@ -405,19 +429,7 @@ fn containerd_sigkill_with_twenty_containers(f: &Fixture) -> anyhow::Result<()> 
         }
         // The running ones still obey kill, and report it.
         for id in &ids[..9] {
-            let out = f.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-            ensure!(out.status.success(), "ctr task kill {id}: {:?}", text(&out));
-        }
-        for id in &ids[..9] {
-            let status = events.status("/tasks/exit", id)?;
-            ensure!(
-                status == 137,
-                "{id} exited {status} after SIGKILL, want 137"
-            );
-            wait_until(Duration::from_secs(10), &format!("{id} stopped"), || {
-                f.status(id).as_deref() == Some("STOPPED")
-            })?;
-            f.delete_task(id)?;
+            f.kill_and_delete(&events, id)?;
         }
         for id in &ids {
             let out = f.ctr(&["container", "delete", id]);
@@ -554,19 +566,7 @@ fn containerd_sigkill_while_starting(f: &Fixture) -> anyhow::Result<()> {
                 continue;
             };
             match status.as_str() {
-                "RUNNING" => {
-                    let out = f.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-                    ensure!(out.status.success(), "ctr task kill {id}: {:?}", text(&out));
-                    let status = events.status("/tasks/exit", id)?;
-                    ensure!(
-                        status == 137,
-                        "{id} exited {status} after SIGKILL, want 137"
-                    );
-                    wait_until(Duration::from_secs(10), &format!("{id} stopped"), || {
-                        f.status(id).as_deref() == Some("STOPPED")
-                    })?;
-                    f.delete_task(id)?;
-                }
+                "RUNNING" => f.kill_and_delete(&events, id)?,
                 "STOPPED" => {
                     f.delete_task(id)?;
                     let status = events.status("/tasks/delete", id)?;
