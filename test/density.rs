@@ -124,7 +124,7 @@ fn run_case(case: Case, limit: Option<usize>, engine: &str, prefix: &str) -> Res
             sockets: Mutex::default(),
         };
         let outcome = case(&fixture);
-        let left = settled(|| fixture.containerd.leftovers(&fixture.prefix));
+        let left = settled(|| fixture.containerd.leftovers_of_all(&fixture.prefix));
         let processes: Vec<String> = settled(|| {
             fixture
                 .containerd

@@ -22,20 +22,12 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wasmshim_integration::{
-    alive, cmdline, engines, image, modules, parent_of, runtime, settled, tail, text, wait_until,
-    wasm_image, Containerd,
+    alive, cmdline, engines, image, modules, parent_of, runtime, settled, settled_within, tail,
+    text, wait_until, wasm_image, Containerd,
 };
 
 /// Cases an engine is known not to pass yet: (engine, case).
-/// `containerd_sigkill_while_starting`: when containerd dies after a `start`
-/// founded a new shared group and before it sent that shim a Create, the
-/// restarted containerd deletes the bundle, and the shim, which never had a
-/// container, never checks whether to exit: it is left running (seen in
-/// some runs; docs/reliability.md). Its other assertions passed.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("wasmtime", "containerd_sigkill_while_starting"),
-    ("wasmedge", "containerd_sigkill_while_starting"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 type Case = fn(&Fixture) -> anyhow::Result<()>;
 
@@ -129,31 +121,36 @@ fn run_case(case: Case, engine: &str, prefix: &str) -> Result<(), Failed> {
             prefix: prefix.to_string(),
         };
         let outcome = case(&fixture);
-        let left = settled(|| fixture.containerd.leftovers(&fixture.prefix));
-        let processes: Vec<String> = fixture
-            .containerd
-            .processes()
-            .into_iter()
-            .map(cmdline)
-            .collect();
+        // A shim that a container chose and never reached (containerd died
+        // in between) waits 30 s for it; containerd then removes the bundle.
+        let left = settled_within(Duration::from_secs(45), || {
+            fixture.containerd.leftovers_of_all(&fixture.prefix)
+        });
+        let processes = settled(|| {
+            let pids = fixture.containerd.processes();
+            pids.into_iter().map(cmdline).collect()
+        });
         let log = fixture.containerd.log();
         fixture.containerd.stop();
-        if let Err(e) = outcome {
-            // The whole log outlives the containerd's temp dir, for diagnosis.
-            let saved = std::env::temp_dir().join(format!("wasmshim-faults-{prefix}.log"));
-            let _ = std::fs::write(&saved, &log);
-            bail!(
-                "{e:#}\n\ncontainerd's log (whole: {}) ends:\n{}",
-                saved.display(),
-                tail(&log, 40)
-            );
-        }
-        ensure!(left.is_empty(), "left behind:\n{}", left.join("\n"));
-        ensure!(
-            processes.is_empty(),
-            "shim or worker processes left: {processes:#?}"
-        );
-        Ok(())
+        outcome
+            .and_then(|()| {
+                ensure!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+                ensure!(
+                    processes.is_empty(),
+                    "shim or worker processes left: {processes:#?}"
+                );
+                Ok(())
+            })
+            .map_err(|e| {
+                // The whole log outlives the containerd's temp dir, for diagnosis.
+                let saved = std::env::temp_dir().join(format!("wasmshim-faults-{prefix}.log"));
+                let _ = std::fs::write(&saved, &log);
+                anyhow::anyhow!(
+                    "{e:#}\n\ncontainerd's log (whole: {}) ends:\n{}",
+                    saved.display(),
+                    tail(&log, 40)
+                )
+            })
     })();
     result.map_err(|e: anyhow::Error| Failed::from(format!("{e:#}")))
 }

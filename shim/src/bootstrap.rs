@@ -24,7 +24,7 @@ use crate::sys::mount_ns::MountNamespace;
 use crate::sys::process::ProcessIsolation;
 use crate::sys::runc::RuncIsolation;
 use crate::task::events::{timestamp, ContainerdEvents};
-use crate::task::service::TaskService;
+use crate::task::service::{TaskService, IDLE_CHECK, IDLE_PATIENCE};
 use crate::{exit, logging, oci};
 
 /// The shim's configuration of the `containerd-shim` crate.
@@ -134,16 +134,21 @@ impl Shim for ShimMain {
         self.exit.wait().await;
         // containerd-shim removes the socket named by `address` in the
         // working directory after this returns (pods, one-container shims).
-        let _ = std::env::set_current_dir(&self.bundle);
+        // A bundle removed before its Create came has no `address` any more.
+        if std::env::set_current_dir(&self.bundle).is_err() {
+            let _ = std::fs::remove_file(group::socket_path(&self.socket));
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(
+        let service = TaskService::new(
             self.launcher(),
             Arc::new(ContainerdEvents::new(publisher, &self.namespace)),
             self.exit.clone(),
         )
-        .with_group(SharedGroup::of_bundle(&self.bundle, &self.socket))
+        .with_group(SharedGroup::of_bundle(&self.bundle, &self.socket));
+        service.watch_idle(self.bundle.clone(), IDLE_CHECK, IDLE_PATIENCE);
+        service
     }
 }
 

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,16 @@ fn claims(namespace_dir: &Path, except: Option<&Path>) -> io::Result<Vec<(String
     Ok(found)
 }
 
+/// How long ago the claim in `bundle` was written (zero if unknown or in
+/// the future).
+fn claim_age(bundle: &Path) -> Duration {
+    std::fs::metadata(bundle.join(CLAIM_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .unwrap_or_default()
+}
+
 /// The path of a `unix://` address.
 pub fn socket_path(address: &str) -> PathBuf {
     PathBuf::from(address.trim().trim_start_matches("unix://"))
@@ -212,13 +223,19 @@ impl SharedGroup {
 
     /// Under the namespace lock: the tokens of the bundles of this group
     /// (`served` ones included) and, when none of them is a claimant (a token
-    /// not in `served`) and `idle()` still holds, removes the socket so that no
-    /// `start` chooses this shim again. Returns the claimants' bundle names.
-    /// `served` is called first, under the lock, and gets the tokens found.
+    /// not in `served`, claimed less than `patience` ago) and `idle()` still
+    /// holds, removes the socket so that no `start` chooses this shim again.
+    /// Returns the claimants' bundle names. `served` is called first, under
+    /// the lock, and gets the tokens found.
+    ///
+    /// containerd sends Create right after `start`; a claim older than
+    /// `patience` whose Create never came was abandoned (containerd died in
+    /// between), and containerd removes its bundle once this shim is gone.
     pub fn close_if_unclaimed(
         &self,
         served: impl FnOnce(&HashSet<String>) -> HashSet<String>,
         idle: impl FnOnce() -> bool,
+        patience: Duration,
     ) -> io::Result<Vec<String>> {
         // No namespace directory any more: no bundle, so no claimant.
         let (_lock, all) = match NamespaceLock::take(&self.namespace_dir) {
@@ -239,6 +256,17 @@ impl SharedGroup {
             .into_iter()
             .filter(|(_, c)| !served.contains(&c.token))
             .map(|(name, _)| name)
+            .filter(|name| {
+                let age = claim_age(&self.namespace_dir.join(name));
+                if age < patience {
+                    return true;
+                }
+                log::info!(
+                    "{name} chose this shim {}s ago and was never created: not waiting for it",
+                    age.as_secs()
+                );
+                false
+            })
             .collect();
         if claimants.is_empty() && idle() {
             match std::fs::remove_file(&self.socket) {
@@ -253,6 +281,8 @@ impl SharedGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(60);
 
     fn bundle(ns: &Path, id: &str) -> PathBuf {
         let b = ns.join(id);
@@ -376,7 +406,7 @@ mod tests {
         };
         let served = HashSet::from([first.token.clone()]);
         let claimants = group
-            .close_if_unclaimed(|_| served.clone(), || true)
+            .close_if_unclaimed(|_| served.clone(), || true, PATIENCE)
             .unwrap();
         assert_eq!(claimants, vec!["b".to_string()]);
         assert!(
@@ -390,9 +420,39 @@ mod tests {
             .close_if_unclaimed(
                 |found| found.intersection(&served).cloned().collect(),
                 || true,
+                PATIENCE,
             )
             .unwrap();
         assert!(claimants.is_empty());
         assert!(!socket_path(&first.address).exists(), "the socket was kept");
+    }
+
+    #[test]
+    fn a_claim_older_than_the_patience_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
+        std::fs::create_dir_all(&ns).unwrap();
+        std::fs::create_dir_all(&sockets).unwrap();
+        let Placement::Founded(claim) = place(&ns, &sockets, "a", "/shim", 8) else {
+            panic!()
+        };
+        let _server = listen(&claim);
+        let group = SharedGroup::of_bundle(&ns.join("a"), &claim.address).unwrap();
+        let claimants = group
+            .close_if_unclaimed(|_| HashSet::new(), || true, PATIENCE)
+            .unwrap();
+        assert_eq!(claimants, vec!["a".to_string()], "a fresh claim");
+        // "a" chose the shim two minutes ago; its Create never came.
+        let file = File::options()
+            .write(true)
+            .open(ns.join("a").join(CLAIM_FILE))
+            .unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(120);
+        file.set_modified(long_ago).unwrap();
+        let claimants = group
+            .close_if_unclaimed(|_| HashSet::new(), || true, PATIENCE)
+            .unwrap();
+        assert!(claimants.is_empty(), "waiting for {claimants:?}");
+        assert!(!socket_path(&claim.address).exists(), "the socket was kept");
     }
 }

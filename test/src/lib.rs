@@ -446,6 +446,45 @@ impl Containerd {
         }
         found
     }
+
+    /// What the containers whose ids start with `prefix-` left behind (see
+    /// [`Containerd::leftovers`]): each id found in a bundle, cgroup, fifo or
+    /// process command line.
+    pub fn leftovers_of_all(&self, prefix: &str) -> Vec<String> {
+        let start = format!("{prefix}-");
+        let ours = |name: &str| name.starts_with(&start);
+        let mut ids = std::collections::BTreeSet::new();
+        let bundles = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(NAMESPACE);
+        let cgroups = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join(NAMESPACE));
+        for dir in std::iter::once(bundles).chain(cgroups) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                ids.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for fifo in walk(&self.fifo_dir()) {
+            let name = fifo.file_name().unwrap_or_default().to_string_lossy();
+            if let Some((id, _)) = name.rsplit_once('-') {
+                ids.insert(id.to_string());
+            }
+        }
+        for pid in self.processes() {
+            let line = cmdline(pid);
+            let words = line.split(|c: char| c.is_whitespace() || matches!(c, '/' | '='));
+            ids.extend(words.map(str::to_string));
+        }
+        ids.into_iter()
+            .filter(|id| ours(id))
+            .flat_map(|id| self.leftovers(&id))
+            .collect()
+    }
 }
 
 /// Stops the daemon `daemon` if it still runs: SIGTERM so that it shuts
@@ -792,7 +831,12 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// What `find` reports, once it is empty or 10 s passed.
 pub fn settled(find: impl Fn() -> Vec<String>) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    settled_within(Duration::from_secs(10), find)
+}
+
+/// What `find` reports, once it is empty or `limit` passed.
+pub fn settled_within(limit: Duration, find: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + limit;
     let mut left = find();
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

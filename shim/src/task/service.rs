@@ -10,10 +10,13 @@
 //!
 //! Shutdown ends the shim once no container is left, unless the shim serves a
 //! shared group (see [`crate::group`]) that a `start` chose for a container
-//! whose Create has not arrived yet: it then serves on and checks again every
-//! 2 s. The log follows the live containers (`crate::logging`).
+//! whose Create has not arrived yet. A shim with no container also looks
+//! every 2 s whether it is still wanted ([`TaskService::watch_idle`]), so
+//! that one whose Create never came (containerd died in between) does not
+//! serve on for good. The log follows the live containers (`crate::logging`).
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,9 +100,13 @@ impl Entry {
 /// The containers of this shim: `None` while one is being created.
 type Containers = HashMap<String, Option<Arc<Entry>>>;
 
-/// How often a shim of a shared group with no container looks again for
-/// a container that chose it.
-const CLAIMANT_RECHECK: Duration = Duration::from_secs(2);
+/// How often a shim with no container looks whether it is still wanted.
+pub const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a shim waits, with no container, for a Create that should have
+/// come right after its `start`: past this, containerd died in between and
+/// the restarted one will not send it (see [`TaskService::watch_idle`]).
+pub const IDLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What a shim serving a shared group knows of its containers.
 #[derive(Default)]
@@ -107,10 +114,9 @@ struct Membership {
     /// The claim tokens of the containers whose Create arrived (pruned to
     /// the bundles that still exist).
     served: HashSet<String>,
-    /// The socket is removed: no container may join any more.
+    /// The shim is exiting (a shared group's socket is removed): no
+    /// container may be created any more.
     closing: bool,
-    /// A task looks for claimants every [`CLAIMANT_RECHECK`].
-    rechecking: bool,
 }
 
 /// containerd's Task service for every container this shim process serves.
@@ -189,7 +195,7 @@ impl TaskService {
         let token = self
             .group
             .as_ref()
-            .and_then(|g| g.token_of(std::path::Path::new(&req.bundle)));
+            .and_then(|g| g.token_of(Path::new(&req.bundle)));
         {
             let mut containers = self.containers();
             if containers.contains_key(id) {
@@ -208,7 +214,7 @@ impl TaskService {
             membership.served.extend(token);
             containers.insert(id.to_string(), None);
         }
-        logging::register(id, std::path::Path::new(&req.bundle));
+        logging::register(id, Path::new(&req.bundle));
         let created = self
             .launcher
             .create(CreateRequest {
@@ -353,40 +359,79 @@ impl TaskService {
 
 impl TaskService {
     /// Shutdown of a shim of a shared group with no container: exits unless
-    /// a container chose it and has yet to be created; then looks again
-    /// every [`CLAIMANT_RECHECK`] while it has no container.
+    /// a container chose it and has yet to be created (then
+    /// [`TaskService::watch_idle`] looks again).
     async fn shutdown_shared(&self, group: Arc<SharedGroup>) {
-        let check = Closer {
+        self.closer(group, IDLE_PATIENCE).close_or_wait().await;
+    }
+
+    fn closer(&self, group: Arc<SharedGroup>, patience: Duration) -> Closer {
+        Closer {
             group,
             containers: self.containers.clone(),
             membership: self.membership.clone(),
             exit: self.exit.clone(),
-        };
-        if check.close_or_wait().await {
-            return;
+            patience,
         }
-        {
-            let mut membership = self.membership();
-            if membership.rechecking {
-                return;
-            }
-            membership.rechecking = true;
-        }
+    }
+
+    /// Looks every `every`, while the shim has no container, whether it is
+    /// still wanted, and signals the exit when it is not. A shared group's
+    /// shim runs Shutdown's check, waiting only for containers that chose it
+    /// less than `patience` ago. Any other shim exits once `bundle`, the one
+    /// it was started for, is gone, or after `patience` without a container.
+    ///
+    /// Either way no Create or Shutdown can come any more: containerd died
+    /// between `start` and Create (or Delete and Shutdown), and the
+    /// restarted one removed the bundle without a word to the shim, or keeps
+    /// it, with its task hidden (State: not found), until the shim's
+    /// connection closes; it then runs our `delete` command and removes the
+    /// bundle.
+    pub fn watch_idle(&self, bundle: PathBuf, every: Duration, patience: Duration) {
+        let closer = self.group.clone().map(|g| self.closer(g, patience));
+        let service = self.clone();
         tokio::spawn(async move {
+            let mut idle_since = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(CLAIMANT_RECHECK).await;
-                let idle = check
-                    .containers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty();
-                if !idle || check.close_or_wait().await {
+                tokio::time::sleep(every).await;
+                if service.membership().closing {
+                    break;
+                }
+                if !service.containers().is_empty() {
+                    idle_since = tokio::time::Instant::now();
+                    continue;
+                }
+                let exiting = match &closer {
+                    Some(closer) => closer.close_or_wait().await,
+                    None => service.close_if_unwanted(&bundle, idle_since.elapsed(), patience),
+                };
+                if exiting {
                     break;
                 }
             }
-            let mut membership = check.membership.lock().unwrap_or_else(|e| e.into_inner());
-            membership.rechecking = false;
         });
+    }
+
+    /// Signals the exit and returns true if the shim has no container and
+    /// `bundle` does not exist or it was `idle` for `patience`; false
+    /// otherwise.
+    fn close_if_unwanted(&self, bundle: &Path, idle: Duration, patience: Duration) -> bool {
+        let containers = self.containers();
+        let gone = !bundle.exists();
+        if !containers.is_empty() || !(gone || idle >= patience) {
+            return false;
+        }
+        self.membership().closing = true;
+        if gone {
+            log::info!(
+                "no containers and bundle {} is gone: shutting down",
+                bundle.display()
+            );
+        } else {
+            log::info!("no container for {}s: shutting down", idle.as_secs());
+        }
+        self.exit.signal();
+        true
     }
 }
 
@@ -396,16 +441,19 @@ struct Closer {
     containers: Arc<Mutex<Containers>>,
     membership: Arc<Mutex<Membership>>,
     exit: Arc<ExitSignal>,
+    /// How long a container that chose this shim is waited for.
+    patience: Duration,
 }
 
 impl Closer {
     /// Signals the exit and returns true if no container claims this shim
     /// and none is served (the socket is then removed); false otherwise.
     async fn close_or_wait(&self) -> bool {
-        let (group, containers, membership) = (
+        let (group, containers, membership, patience) = (
             self.group.clone(),
             self.containers.clone(),
             self.membership.clone(),
+            self.patience,
         );
         let checked = tokio::task::spawn_blocking(move || {
             fn lock(m: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
@@ -427,6 +475,7 @@ impl Closer {
                     }
                     idle
                 },
+                patience,
             )?;
             Ok::<_, std::io::Error>((claimants, idle))
         })

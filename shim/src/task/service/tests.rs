@@ -527,3 +527,100 @@ async fn an_exec_runs_beside_its_container_with_the_runc_shims_events() {
         ]
     );
 }
+
+/// The idle watch's period in these tests, and a patience no test reaches.
+const TICK: Duration = Duration::from_millis(10);
+const LONG: Duration = Duration::from_secs(3600);
+
+/// Whether `h`'s shim signals its exit within `limit`.
+async fn exits_within(h: &Harness, limit: Duration) -> bool {
+    tokio::time::timeout(limit, h.exit.wait()).await.is_ok()
+}
+
+#[tokio::test]
+async fn an_idle_shim_exits_once_its_bundle_is_gone() {
+    let h = harness();
+    let started_for = tempfile::tempdir().unwrap();
+    h.service
+        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
+    assert!(
+        !exits_within(&h, Duration::from_millis(100)).await,
+        "exited while the bundle it was started for exists"
+    );
+    drop(started_for);
+    assert!(
+        exits_within(&h, Duration::from_secs(2)).await,
+        "serving on with no container and no bundle"
+    );
+    let (code, message) = status(h.create("late").await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{message}");
+}
+
+#[tokio::test]
+async fn a_shim_with_a_container_serves_on_when_its_first_bundle_is_gone() {
+    let h = harness();
+    let started_for = tempfile::tempdir().unwrap();
+    h.service
+        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
+    h.create("c1").await.unwrap();
+    drop(started_for);
+    assert!(
+        !exits_within(&h, Duration::from_millis(100)).await,
+        "exited with c1 still there"
+    );
+    h.delete("c1").await.unwrap();
+    assert!(
+        exits_within(&h, Duration::from_secs(2)).await,
+        "serving on once c1 was deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_shared_shim_whose_claimant_went_away_exits_and_closes_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = dir.path().join("default");
+    let bundle = namespace.join("c1");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let socket = dir.path().join("shim.sock");
+    let address = format!("unix://{}", socket.display());
+    let lock = crate::group::NamespaceLock::take(&namespace).unwrap();
+    crate::group::join_or_found(&lock, &bundle, Path::new("/shim"), 4, |_| address.clone())
+        .unwrap();
+    drop(lock);
+    let _listening = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut h = harness();
+    let group = SharedGroup::of_bundle(&bundle, &address).expect("a shared group");
+    h.service = Arc::new((*h.service).clone().with_group(Some(group)));
+    h.service.watch_idle(bundle.clone(), TICK, LONG);
+    assert!(
+        !exits_within(&h, Duration::from_millis(100)).await,
+        "exited before the Create of c1, which chose it"
+    );
+    assert!(socket.exists(), "the socket was removed while c1 claims it");
+    std::fs::remove_dir_all(&bundle).unwrap();
+    assert!(
+        exits_within(&h, Duration::from_secs(2)).await,
+        "serving on with no container and no claimant"
+    );
+    assert!(!socket.exists(), "the socket is left for a start to choose");
+}
+
+#[tokio::test]
+async fn a_shim_that_no_create_reaches_exits_after_its_patience() {
+    let h = harness();
+    let kept = tempfile::tempdir().unwrap();
+    h.service
+        .watch_idle(kept.path().to_path_buf(), TICK, Duration::from_millis(300));
+    h.create("c1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!h.shut_down().await, "exited with c1 there");
+    h.delete("c1").await.unwrap();
+    assert!(
+        !exits_within(&h, Duration::from_millis(150)).await,
+        "the patience counts from the last container, not from the start"
+    );
+    assert!(
+        exits_within(&h, Duration::from_secs(2)).await,
+        "serving on with no container for longer than its patience"
+    );
+}
