@@ -28,6 +28,17 @@ ENGINES ?= $(strip $(foreach e,$(ENGINE_TABLE),$(call buildable,$(word 1,$(subst
 # The integration tests and the bench require exactly these shims (missing or stale: failure).
 export WASMSHIM_ENGINES := $(ENGINES)
 
+# Every cargo command below selects the same packages and builds or runs
+# targets of all kinds, so cargo resolves one set of features and compiles
+# each crate once: a command with another selection (say `-p wasmshim`)
+# unifies other features and compiles wasmtime again, ~10 minutes on 2 cores.
+# The WasmEdge shim is selected only where its library is found.
+SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),,--exclude containerd-shim-wasmedge-v1)
+export WASMSHIM_CARGO_SELECTION := $(SELECTION)
+ifneq ($(WASMEDGE_FOUND),)
+export LD_LIBRARY_PATH := $(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+endif
+
 .PHONY: all deps build install test unit integration soak check-wasmedge demo bench lint fmt clean
 
 all: build
@@ -42,7 +53,7 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 
 build: deps
-	$(CARGO) build --release $(foreach e,$(ENGINES),-p containerd-shim-$(e)-v1) -p wasmshim-cli -p wasmshim-oci
+	$(CARGO) build --release $(SELECTION) --all-targets
 	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
 install: build
@@ -52,28 +63,28 @@ install: build
 test: build unit check-wasmedge integration
 	$(MAKE) --no-print-directory bench QUICK=1
 
+# Unit tests of every crate (with WasmEdge found, the library's tests cover
+# both engines).
 unit:
-	$(CARGO) test --release -p wasmshim -p wasmshim-cli -p wasmshim-oci
+	$(CARGO) test --release $(SELECTION) --lib --bins
 
 integration:
-	$(CARGO) test --release -p wasmshim-integration
+	$(CARGO) test --release $(SELECTION) --test '*'
 
 soak: build
-	WASMSHIM_CHURN_CYCLES=20000 $(CARGO) test --release -p wasmshim-integration --test churn
+	WASMSHIM_CHURN_CYCLES=20000 $(CARGO) test --release $(SELECTION) --test churn
 
 check-wasmedge:
-ifneq ($(WASMEDGE_FOUND),)
-	LD_LIBRARY_PATH=$(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib $(CARGO) test --release -p wasmshim --no-default-features --features wasmedge
-else
+ifeq ($(WASMEDGE_FOUND),)
 	DOCS_RS=1 $(CARGO) check -p wasmshim --no-default-features --features wasmedge
 	@echo "SKIPPED WasmEdge run tests: libwasmedge not found (install WasmEdge 0.17.1, set WASMEDGE_DIR); the wasmedge engine was type-checked only"
 endif
 
 demo: build
-	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-demo -- --engine $(ENGINE)
+	$(RELEASE)/wasmshim-demo --engine $(ENGINE)
 
 bench: build
-	$(CARGO) run --release -q -p wasmshim-integration --bin wasmshim-bench -- $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only) $(if $(HTTP_ONLY),--http-only) $(if $(MEMORY_ONLY),--memory-only)
+	$(RELEASE)/wasmshim-bench $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only) $(if $(HTTP_ONLY),--http-only) $(if $(MEMORY_ONLY),--memory-only)
 
 lint:
 	$(CARGO) fmt --all --check

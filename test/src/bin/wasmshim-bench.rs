@@ -458,24 +458,19 @@ fn criterion(
 ) -> anyhow::Result<Vec<Micro>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // The Makefile's package selection, so that cargo reuses what `make
+    // build` compiled instead of compiling wasmtime again with other
+    // features; the WasmEdge engine is in it where its shim is.
+    let selection = std::env::var("WASMSHIM_CARGO_SELECTION").unwrap_or_else(|_| {
+        let wasmedge = engines.contains(&"wasmedge");
+        let exclude = if wasmedge { "" } else { "--exclude containerd-shim-wasmedge-v1" };
+        format!("--workspace {exclude}")
+    });
     cmd.current_dir(workspace)
-        .args(["bench", "-q", "-p", "wasmshim", "--bench", "engine"])
+        .args(["bench", "-q"])
+        .args(selection.split_whitespace())
+        .args(["--bench", "engine"])
         .env("WASMSHIM_BENCH_MODULES", modules);
-    // A quick run only proves the benchmarks still build and run: wasmtime alone, few samples.
-    // The wasmedge feature links libwasmedge: only where WASMEDGE_DIR holds it.
-    let wasmedge_dir = std::env::var("WASMEDGE_DIR")
-        .ok()
-        .filter(|dir| Path::new(dir).join("include/wasmedge/wasmedge.h").is_file());
-    match wasmedge_dir {
-        Some(dir) if engines.contains(&"wasmedge") && !quick => {
-            cmd.args(["--features", "wasmedge"]);
-            cmd.env("LD_LIBRARY_PATH", format!("{dir}/lib64:{dir}/lib"));
-        }
-        _ if engines.contains(&"wasmedge") => {
-            eprintln!("bench: criterion runs wasmtime only (quick run, or WASMEDGE_DIR unset)");
-        }
-        _ => {}
-    }
     cmd.arg("--");
     if quick {
         cmd.args([
@@ -490,7 +485,7 @@ fn criterion(
     let started = std::time::SystemTime::now();
     let status = cmd.status().context("running cargo bench")?;
     if !status.success() {
-        bail!("cargo bench -p wasmshim --bench engine: {status}");
+        bail!("cargo bench {selection} --bench engine: {status}");
     }
     let mut found = Vec::new();
     collect_estimates(&workspace.join("target/criterion"), started, &mut found)?;
