@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +131,9 @@ pub struct TaskService {
     group: Option<Arc<SharedGroup>>,
     /// Locked after `containers` when both are.
     membership: Arc<Mutex<Membership>>,
+    /// Requests in progress that change a container's state (see
+    /// [`TaskService::to_the_end`]): the idle watch waits for none.
+    busy: Arc<AtomicUsize>,
 }
 
 impl TaskService {
@@ -143,6 +147,7 @@ impl TaskService {
             exit,
             group: None,
             membership: Arc::default(),
+            busy: Arc::default(),
         }
     }
 
@@ -397,7 +402,8 @@ impl TaskService {
                 if service.membership().closing {
                     break;
                 }
-                if !service.containers().is_empty() {
+                let busy = service.busy.load(Ordering::SeqCst) > 0;
+                if busy || !service.containers().is_empty() {
                     idle_since = tokio::time::Instant::now();
                     continue;
                 }
@@ -545,19 +551,42 @@ async fn publish_exit(
         .await;
 }
 
-/// Runs `request` to its end on a task of its own, whatever happens to the
-/// connection it came on. ttrpc drops a request's future when the client's
-/// connection closes (containerd killed or restarted): a Create cut off
-/// between forking the worker and recording the container left it "being
-/// created" for good, with its worker dead and unreaped. Requests that change
-/// a container's state finish, as runc's shim finishes them, and the
-/// containerd that comes back finds the state they left.
-async fn to_the_end<T: Send + 'static>(
-    request: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(request)
+impl TaskService {
+    /// Runs `request` to its end on a task of its own, whatever happens to the
+    /// connection it came on. ttrpc drops a request's future when the client's
+    /// connection closes (containerd killed or restarted): a Create cut off
+    /// between forking the worker and recording the container left it "being
+    /// created" for good, with its worker dead and unreaped. Requests that change
+    /// a container's state finish, as runc's shim finishes them, and the
+    /// containerd that comes back finds the state they left.
+    async fn to_the_end<T: Send + 'static>(
+        &self,
+        request: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let busy = Busy::enter(&self.busy);
+        tokio::spawn(async move {
+            let _busy = busy;
+            request.await
+        })
         .await
         .map_err(|e| Error::internal("the request's task", e))?
+    }
+}
+
+/// One request in progress, counted until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn enter(count: &Arc<AtomicUsize>) -> Busy {
+        count.fetch_add(1, Ordering::SeqCst);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn unsupported<T>(what: &str) -> TtrpcResult<T> {
@@ -576,7 +605,9 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::CreateTaskResponse> {
         log::info!("create container {} from bundle {}", req.id, req.bundle);
         let service = self.clone();
-        let pid = to_the_end(async move { service.create_task(&req).await }).await?;
+        let pid = self
+            .to_the_end(async move { service.create_task(&req).await })
+            .await?;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -589,8 +620,9 @@ impl Task for TaskService {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let service = self.clone();
-        let pid =
-            to_the_end(async move { service.start_task(&req.id, &req.exec_id).await }).await?;
+        let pid = self
+            .to_the_end(async move { service.start_task(&req.id, &req.exec_id).await })
+            .await?;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -604,13 +636,16 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::DeleteResponse> {
         log::info!("delete container {}", req.id);
         let service = self.clone();
-        Ok(to_the_end(async move { service.delete_task(&req.id, &req.exec_id).await }).await?)
+        Ok(self
+            .to_the_end(async move { service.delete_task(&req.id, &req.exec_id).await })
+            .await?)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         let container = self.get(&req.id, &req.exec_id)?;
         log::info!("container {}: kill with signal {}", req.id, req.signal);
-        to_the_end(async move { container.kill(req.signal).await }).await?;
+        self.to_the_end(async move { container.kill(req.signal).await })
+            .await?;
         Ok(api::Empty::default())
     }
 
@@ -737,13 +772,15 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::Empty> {
         log::info!("container {}: exec {}", req.id, req.exec_id);
         let service = self.clone();
-        to_the_end(async move { service.exec_task(&req).await }).await?;
+        self.to_the_end(async move { service.exec_task(&req).await })
+            .await?;
         Ok(api::Empty::default())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         let service = self.clone();
-        to_the_end(async move { service.freeze_task(&req.id, true).await }).await?;
+        self.to_the_end(async move { service.freeze_task(&req.id, true).await })
+            .await?;
         Ok(api::Empty::default())
     }
 
@@ -753,7 +790,8 @@ impl Task for TaskService {
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
         let service = self.clone();
-        to_the_end(async move { service.freeze_task(&req.id, false).await }).await?;
+        self.to_the_end(async move { service.freeze_task(&req.id, false).await })
+            .await?;
         Ok(api::Empty::default())
     }
 

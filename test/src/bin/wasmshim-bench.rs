@@ -463,7 +463,11 @@ fn criterion(
     // features; the WasmEdge engine is in it where its shim is.
     let selection = std::env::var("WASMSHIM_CARGO_SELECTION").unwrap_or_else(|_| {
         let wasmedge = engines.contains(&"wasmedge");
-        let exclude = if wasmedge { "" } else { "--exclude containerd-shim-wasmedge-v1" };
+        let exclude = if wasmedge {
+            ""
+        } else {
+            "--exclude containerd-shim-wasmedge-v1"
+        };
         format!("--workspace {exclude}")
     });
     cmd.current_dir(workspace)

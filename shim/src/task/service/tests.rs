@@ -609,18 +609,40 @@ async fn a_shared_shim_whose_claimant_went_away_exits_and_closes_its_socket() {
 async fn a_shim_that_no_create_reaches_exits_after_its_patience() {
     let h = harness();
     let kept = tempfile::tempdir().unwrap();
+    let patience = Duration::from_secs(1);
     h.service
-        .watch_idle(kept.path().to_path_buf(), TICK, Duration::from_millis(300));
+        .watch_idle(kept.path().to_path_buf(), TICK, patience);
     h.create("c1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(patience + Duration::from_millis(200)).await;
     assert!(!h.shut_down().await, "exited with c1 there");
     h.delete("c1").await.unwrap();
     assert!(
-        !exits_within(&h, Duration::from_millis(150)).await,
+        !exits_within(&h, Duration::from_millis(400)).await,
         "the patience counts from the last container, not from the start"
     );
     assert!(
-        exits_within(&h, Duration::from_secs(2)).await,
+        exits_within(&h, Duration::from_secs(3)).await,
         "serving on with no container for longer than its patience"
+    );
+}
+
+#[tokio::test]
+async fn the_idle_watch_waits_for_a_request_in_progress() {
+    let h = harness();
+    let started_for = tempfile::tempdir().unwrap();
+    // A Delete of the last container, say, between the map's removal and its
+    // response: the shim must not exit under it.
+    let in_progress = Busy::enter(&h.service.busy);
+    h.service
+        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
+    drop(started_for);
+    assert!(
+        !exits_within(&h, Duration::from_millis(200)).await,
+        "exited while a request was in progress"
+    );
+    drop(in_progress);
+    assert!(
+        exits_within(&h, Duration::from_secs(2)).await,
+        "serving on once the request ended"
     );
 }
