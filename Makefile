@@ -28,18 +28,21 @@ ENGINES ?= $(strip $(foreach e,$(ENGINE_TABLE),$(call buildable,$(word 1,$(subst
 # The integration tests and the bench require exactly these shims (missing or stale: failure).
 export WASMSHIM_ENGINES := $(ENGINES)
 
-# Every cargo command below selects the same packages and builds or runs
-# targets of all kinds, so cargo resolves one set of features and compiles
-# each crate once: a command with another selection (say `-p wasmshim`)
-# unifies other features and compiles wasmtime again, ~10 minutes on 2 cores.
-# The WasmEdge shim is selected only where its library is found.
+# Every cargo command below selects the same packages, and those of `make
+# test`, `bench` and `soak` build targets of all kinds (`build-all`), so cargo
+# resolves one set of features for them and compiles each crate once: a
+# command with another selection (say `-p wasmshim`) unifies other features
+# and compiles wasmtime again, ~10 minutes on 2 cores. `make build` (the
+# binaries, for `demo` and `install`) resolves its own set without the tests'
+# dev-dependencies. The WasmEdge shim is selected only where its library is
+# found.
 SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),,--exclude containerd-shim-wasmedge-v1)
 export WASMSHIM_CARGO_SELECTION := $(SELECTION)
 ifneq ($(WASMEDGE_FOUND),)
 export LD_LIBRARY_PATH := $(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 endif
 
-.PHONY: all deps build install test unit integration soak check-wasmedge demo bench lint fmt clean
+.PHONY: all deps build build-all install test unit integration soak check-wasmedge demo bench lint fmt clean
 
 all: build
 
@@ -52,7 +55,14 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 
+# The binaries: shims, CLIs, demo and bench (what `make demo` needs).
 build: deps
+	$(CARGO) build --release $(SELECTION) --bins
+	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
+
+# Every target, tests and benchmarks too, with the tests' feature set (their
+# dev-dependencies unify features a build of the binaries alone does not).
+build-all: deps
 	$(CARGO) build --release $(SELECTION) --all-targets
 	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
@@ -60,7 +70,7 @@ install: build
 	install -d $(PREFIX)
 	install -m 0755 $(foreach e,$(ENGINES),$(RELEASE)/containerd-shim-$(e)-v1) $(RELEASE)/wasmshim $(RELEASE)/wasmshim-oci $(PREFIX)/
 
-test: build unit check-wasmedge integration
+test: build-all unit check-wasmedge integration
 	$(MAKE) --no-print-directory bench QUICK=1
 
 # Unit tests of every crate (with WasmEdge found, the library's tests cover
@@ -71,7 +81,7 @@ unit:
 integration:
 	$(CARGO) test --release $(SELECTION) --test '*'
 
-soak: build
+soak: build-all
 	WASMSHIM_CHURN_CYCLES=20000 $(CARGO) test --release $(SELECTION) --test churn
 
 check-wasmedge:
@@ -83,7 +93,7 @@ endif
 demo: build
 	$(RELEASE)/wasmshim-demo --engine $(ENGINE)
 
-bench: build
+bench: build-all
 	$(RELEASE)/wasmshim-bench $(if $(QUICK),--quick) $(if $(DOCKER_ONLY),--docker-only) $(if $(HTTP_ONLY),--http-only) $(if $(MEMORY_ONLY),--memory-only)
 
 lint:
