@@ -5,8 +5,11 @@
 //! containerd reads a bundle's `log` fifo only until that container is
 //! deleted, and a shim serves several containers (a pod, a shared group):
 //! the task service registers each container's bundle at Create and
-//! unregisters it at Delete, and when the container whose fifo receives the
-//! lines goes, the next lines go to another registered container's fifo.
+//! unregisters it at Delete. The lines go to the newest live container's
+//! fifo: a Create switches to its own, and when the container whose fifo
+//! receives the lines goes, the next lines go to the newest one left. With
+//! no container left they are dropped (nobody reads a deleted container's
+//! fifo) until the next Create.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -103,28 +106,50 @@ pub fn init(bundle: &Path, debug: bool) {
     }
 }
 
-/// Container `id`, in `bundle`, is served: its fifo may take the lines.
+impl Sinks {
+    /// Container `id`, in `bundle`, is served: the lines go to its fifo
+    /// (kept where they go when it cannot be opened).
+    fn register(&mut self, id: &str, bundle: PathBuf) {
+        self.bundles.push((id.to_string(), bundle.clone()));
+        let already = self.current.as_ref().is_some_and(|(b, _)| *b == bundle);
+        if !already {
+            if let Ok(file) = open_fifo(&bundle) {
+                self.current = Some((bundle, FifoLogger::with_file(file)));
+            }
+        }
+    }
+
+    /// Container `id` is deleted: if the lines went to its fifo, they go to
+    /// the newest live container's from now on, or nowhere.
+    fn unregister(&mut self, id: &str) {
+        let Some(at) = self.bundles.iter().position(|(i, _)| i == id) else {
+            return;
+        };
+        let (_, gone) = self.bundles.remove(at);
+        if self.current.as_ref().is_some_and(|(b, _)| *b == gone) {
+            self.current =
+                self.bundles.iter().rev().find_map(|(_, b)| {
+                    Some((b.clone(), FifoLogger::with_file(open_fifo(b).ok()?)))
+                });
+        }
+    }
+
+    /// The bundle whose fifo takes the lines now.
+    #[cfg(test)]
+    fn current(&self) -> Option<&Path> {
+        self.current.as_ref().map(|(b, _)| b.as_path())
+    }
+}
+
+/// Container `id`, in `bundle`, is served: the lines go to its fifo.
 pub fn register(id: &str, bundle: &Path) {
-    sinks().bundles.push((id.to_string(), canonical(bundle)));
+    sinks().register(id, canonical(bundle));
 }
 
 /// Container `id` is deleted: if the lines went to its fifo, they go to
 /// another live container's from now on.
 pub fn unregister(id: &str) {
-    let mut sinks = sinks();
-    let Some(at) = sinks.bundles.iter().position(|(i, _)| i == id) else {
-        return;
-    };
-    let (_, gone) = sinks.bundles.remove(at);
-    if sinks.current.as_ref().is_some_and(|(b, _)| *b == gone) {
-        let next = sinks
-            .bundles
-            .iter()
-            .find_map(|(_, b)| Some((b.clone(), open_fifo(b).ok()?)));
-        if let Some((bundle, file)) = next {
-            sinks.current = Some((bundle, FifoLogger::with_file(file)));
-        }
-    }
+    sinks().unregister(id);
 }
 
 #[cfg(test)]
@@ -152,5 +177,71 @@ mod tests {
             .open(dir.path().join("log"))
             .unwrap();
         assert!(open_fifo(dir.path()).is_ok());
+    }
+
+    /// A bundle directory with a `log` fifo that has a reader, as containerd
+    /// keeps one for each of its tasks; the reader is returned too.
+    fn read_bundle(root: &Path, name: &str) -> (PathBuf, File) {
+        let bundle = root.join(name);
+        std::fs::create_dir(&bundle).unwrap();
+        nix::unistd::mkfifo(&bundle.join("log"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(bundle.join("log"))
+            .unwrap();
+        (bundle, reader)
+    }
+
+    fn empty() -> Sinks {
+        Sinks {
+            current: None,
+            bundles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_lines_follow_the_newest_live_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _ra) = read_bundle(dir.path(), "a");
+        let (b, _rb) = read_bundle(dir.path(), "b");
+        let (c, _rc) = read_bundle(dir.path(), "c");
+        let mut sinks = empty();
+        sinks.register("a", a.clone());
+        sinks.register("b", b.clone());
+        assert_eq!(sinks.current(), Some(b.as_path()));
+        sinks.register("c", c.clone());
+        sinks.unregister("a");
+        assert_eq!(sinks.current(), Some(c.as_path()), "a was not current");
+        sinks.unregister("c");
+        assert_eq!(sinks.current(), Some(b.as_path()));
+    }
+
+    /// A container that comes after the last one went gets the lines: before,
+    /// they went on to the deleted container's fifo, which nobody read.
+    #[test]
+    fn a_container_after_an_empty_spell_gets_the_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _ra) = read_bundle(dir.path(), "a");
+        let (d, _rd) = read_bundle(dir.path(), "d");
+        let mut sinks = empty();
+        sinks.register("a", a.clone());
+        sinks.unregister("a");
+        assert_eq!(sinks.current(), None, "lines still go to a deleted fifo");
+        sinks.register("d", d.clone());
+        assert_eq!(sinks.current(), Some(d.as_path()));
+    }
+
+    /// A fifo nobody reads is never chosen.
+    #[test]
+    fn a_fifo_without_a_reader_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _ra) = read_bundle(dir.path(), "a");
+        let (b, rb) = read_bundle(dir.path(), "b");
+        drop(rb);
+        let mut sinks = empty();
+        sinks.register("a", a.clone());
+        sinks.register("b", b.clone());
+        assert_eq!(sinks.current(), Some(a.as_path()));
     }
 }

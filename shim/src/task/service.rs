@@ -367,17 +367,7 @@ impl TaskService {
     /// a container chose it and has yet to be created (then
     /// [`TaskService::watch_idle`] looks again).
     async fn shutdown_shared(&self, group: Arc<SharedGroup>) {
-        self.closer(group, IDLE_PATIENCE).close_or_wait().await;
-    }
-
-    fn closer(&self, group: Arc<SharedGroup>, patience: Duration) -> Closer {
-        Closer {
-            group,
-            containers: self.containers.clone(),
-            membership: self.membership.clone(),
-            exit: self.exit.clone(),
-            patience,
-        }
+        self.close_or_wait(group, IDLE_PATIENCE).await;
     }
 
     /// Looks every `every`, while the shim has no container, whether it is
@@ -393,7 +383,6 @@ impl TaskService {
     /// connection closes; it then runs our `delete` command and removes the
     /// bundle.
     pub fn watch_idle(&self, bundle: PathBuf, every: Duration, patience: Duration) {
-        let closer = self.group.clone().map(|g| self.closer(g, patience));
         let service = self.clone();
         tokio::spawn(async move {
             let mut idle_since = tokio::time::Instant::now();
@@ -407,8 +396,8 @@ impl TaskService {
                     idle_since = tokio::time::Instant::now();
                     continue;
                 }
-                let exiting = match &closer {
-                    Some(closer) => closer.close_or_wait().await,
+                let exiting = match service.group.clone() {
+                    Some(group) => service.close_or_wait(group, patience).await,
                     None => service.close_if_unwanted(&bundle, idle_since.elapsed(), patience),
                 };
                 if exiting {
@@ -439,28 +428,13 @@ impl TaskService {
         self.exit.signal();
         true
     }
-}
 
-/// What Shutdown needs to decide, off the service (for the recheck task).
-struct Closer {
-    group: Arc<SharedGroup>,
-    containers: Arc<Mutex<Containers>>,
-    membership: Arc<Mutex<Membership>>,
-    exit: Arc<ExitSignal>,
-    /// How long a container that chose this shim is waited for.
-    patience: Duration,
-}
-
-impl Closer {
     /// Signals the exit and returns true if no container claims this shim
     /// and none is served (the socket is then removed); false otherwise.
-    async fn close_or_wait(&self) -> bool {
-        let (group, containers, membership, patience) = (
-            self.group.clone(),
-            self.containers.clone(),
-            self.membership.clone(),
-            self.patience,
-        );
+    /// A container that chose this shim more than `patience` ago is not
+    /// waited for.
+    async fn close_or_wait(&self, group: Arc<SharedGroup>, patience: Duration) -> bool {
+        let (containers, membership) = (self.containers.clone(), self.membership.clone());
         let checked = tokio::task::spawn_blocking(move || {
             fn lock(m: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
                 m.lock().unwrap_or_else(|e| e.into_inner())
