@@ -290,14 +290,43 @@ mod tests {
         b
     }
 
-    /// Places `id` in `ns` with limit `max`; new groups get sockets in `sockets`.
-    fn place(ns: &Path, sockets: &Path, id: &str, shim: &str, max: usize) -> Placement {
-        let b = bundle(ns, id);
-        let lock = NamespaceLock::take(ns).unwrap();
-        join_or_found(&lock, &b, Path::new(shim), max, |g| {
-            format!("unix://{}", sockets.join(g).display())
-        })
-        .unwrap()
+    /// A namespace directory and a socket directory in a temp dir.
+    struct Dirs {
+        _root: tempfile::TempDir,
+        ns: PathBuf,
+        sockets: PathBuf,
+    }
+
+    impl Dirs {
+        fn new() -> Dirs {
+            let root = tempfile::tempdir().unwrap();
+            let (ns, sockets) = (root.path().join("ns"), root.path().join("s"));
+            std::fs::create_dir_all(&ns).unwrap();
+            std::fs::create_dir_all(&sockets).unwrap();
+            Dirs {
+                _root: root,
+                ns,
+                sockets,
+            }
+        }
+
+        /// Places `id` with limit `max`; new groups get sockets in `sockets`.
+        fn place(&self, id: &str, shim: &str, max: usize) -> Placement {
+            let b = bundle(&self.ns, id);
+            let lock = NamespaceLock::take(&self.ns).unwrap();
+            join_or_found(&lock, &b, Path::new(shim), max, |g| {
+                format!("unix://{}", self.sockets.join(g).display())
+            })
+            .unwrap()
+        }
+
+        /// Places `id`, which must found a new group (limit 8).
+        fn found(&self, id: &str) -> Claim {
+            match self.place(id, "/shim", 8) {
+                Placement::Founded(claim) => claim,
+                other => panic!("{id} did not found a group: {other:?}"),
+            }
+        }
     }
 
     fn listen(claim: &Claim) -> std::os::unix::net::UnixListener {
@@ -316,16 +345,14 @@ mod tests {
 
     #[test]
     fn groups_fill_up_to_the_limit_then_a_new_one_is_founded() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
-        std::fs::create_dir_all(&ns).unwrap();
-        std::fs::create_dir_all(&sockets).unwrap();
-        let Placement::Founded(first) = place(&ns, &sockets, "a", "/shim", 3) else {
+        let dirs = Dirs::new();
+        let ns = &dirs.ns;
+        let Placement::Founded(first) = dirs.place("a", "/shim", 3) else {
             panic!("the first container joined a group")
         };
         let _server = listen(&first);
         for id in ["b", "c"] {
-            match place(&ns, &sockets, id, "/shim", 3) {
+            match dirs.place(id, "/shim", 3) {
                 Placement::Joined(c) => {
                     assert_eq!((&c.group, &c.address), (&first.group, &first.address));
                     assert_ne!(c.token, first.token);
@@ -338,30 +365,25 @@ mod tests {
             }
         }
         // Three in the group: the fourth founds a second one.
-        let Placement::Founded(second) = place(&ns, &sockets, "d", "/shim", 3) else {
+        let Placement::Founded(second) = dirs.place("d", "/shim", 3) else {
             panic!("a full group was joined")
         };
         assert_ne!(second.group, first.group);
         assert_ne!(second.address, first.address);
         // Another shim binary (engine) never joins this one's groups.
         assert!(matches!(
-            place(&ns, &sockets, "e", "/other-shim", 3),
+            dirs.place("e", "/other-shim", 3),
             Placement::Founded(_)
         ));
     }
 
     #[test]
     fn a_dead_groups_socket_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
-        std::fs::create_dir_all(&ns).unwrap();
-        std::fs::create_dir_all(&sockets).unwrap();
-        let Placement::Founded(dead) = place(&ns, &sockets, "a", "/shim", 8) else {
-            panic!()
-        };
+        let dirs = Dirs::new();
+        let dead = dirs.found("a");
         // Killed: its socket file is left, nobody accepts.
         drop(listen(&dead));
-        match place(&ns, &sockets, "b", "/shim", 8) {
+        match dirs.place("b", "/shim", 8) {
             Placement::Founded(c) => assert_ne!(c.group, dead.group),
             other => panic!("joined a dead shim: {other:?}"),
         }
@@ -369,20 +391,18 @@ mod tests {
 
     #[test]
     fn pods_are_not_candidates() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
-        std::fs::create_dir_all(&ns).unwrap();
-        std::fs::create_dir_all(&sockets).unwrap();
+        let dirs = Dirs::new();
+        let ns = &dirs.ns;
         // A pod's bundle: only containerd's address file, its shim alive.
-        let pod = bundle(&ns, "pod-container");
-        let pod_socket = sockets.join("pod");
+        let pod = bundle(ns, "pod-container");
+        let pod_socket = dirs.sockets.join("pod");
         let _pod_server = std::os::unix::net::UnixListener::bind(&pod_socket).unwrap();
         std::fs::write(
             pod.join("address"),
             format!("unix://{}", pod_socket.display()),
         )
         .unwrap();
-        match place(&ns, &sockets, "a", "/shim", 8) {
+        match dirs.place("a", "/shim", 8) {
             Placement::Founded(c) => assert_ne!(socket_path(&c.address), pod_socket),
             other => panic!("joined a pod's shim: {other:?}"),
         }
@@ -390,18 +410,14 @@ mod tests {
 
     #[test]
     fn a_shim_with_a_claimant_stays_and_one_without_removes_its_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
-        std::fs::create_dir_all(&ns).unwrap();
-        std::fs::create_dir_all(&sockets).unwrap();
-        let Placement::Founded(first) = place(&ns, &sockets, "a", "/shim", 8) else {
-            panic!()
-        };
+        let dirs = Dirs::new();
+        let ns = &dirs.ns;
+        let first = dirs.found("a");
         let _server = listen(&first);
         let group = SharedGroup::of_bundle(&ns.join("a"), &first.address).unwrap();
         assert_eq!(group.token_of(&ns.join("a")), Some(first.token.clone()));
         // "b" chose the shim, its Create has not arrived.
-        let Placement::Joined(second) = place(&ns, &sockets, "b", "/shim", 8) else {
+        let Placement::Joined(second) = dirs.place("b", "/shim", 8) else {
             panic!()
         };
         let served = HashSet::from([first.token.clone()]);
@@ -429,13 +445,9 @@ mod tests {
 
     #[test]
     fn a_claim_older_than_the_patience_is_not_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ns, sockets) = (dir.path().join("ns"), dir.path().join("s"));
-        std::fs::create_dir_all(&ns).unwrap();
-        std::fs::create_dir_all(&sockets).unwrap();
-        let Placement::Founded(claim) = place(&ns, &sockets, "a", "/shim", 8) else {
-            panic!()
-        };
+        let dirs = Dirs::new();
+        let ns = &dirs.ns;
+        let claim = dirs.found("a");
         let _server = listen(&claim);
         let group = SharedGroup::of_bundle(&ns.join("a"), &claim.address).unwrap();
         let claimants = group

@@ -537,42 +537,50 @@ async fn exits_within(h: &Harness, limit: Duration) -> bool {
     tokio::time::timeout(limit, h.exit.wait()).await.is_ok()
 }
 
-#[tokio::test]
-async fn an_idle_shim_exits_once_its_bundle_is_gone() {
+/// A shim whose idle watch runs with `patience` for a bundle of its own,
+/// returned too: dropping it removes the bundle.
+fn watched(patience: Duration) -> (Harness, tempfile::TempDir) {
     let h = harness();
     let started_for = tempfile::tempdir().unwrap();
     h.service
-        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
-    assert!(
-        !exits_within(&h, Duration::from_millis(100)).await,
-        "exited while the bundle it was started for exists"
-    );
+        .watch_idle(started_for.path().to_path_buf(), TICK, patience);
+    (h, started_for)
+}
+
+/// Asserts that `h`'s shim serves on for `window`; `why` says what keeps it.
+async fn assert_serves_on(h: &Harness, window: Duration, why: &str) {
+    assert!(!exits_within(h, window).await, "exited {why}");
+}
+
+/// Asserts that `h`'s shim signals its exit soon; `why` says why it should.
+async fn assert_exits(h: &Harness, limit: Duration, why: &str) {
+    assert!(exits_within(h, limit).await, "serving on {why}");
+}
+
+#[tokio::test]
+async fn an_idle_shim_exits_once_its_bundle_is_gone() {
+    let (h, started_for) = watched(LONG);
+    let short = Duration::from_millis(100);
+    assert_serves_on(&h, short, "while the bundle it was started for exists").await;
     drop(started_for);
-    assert!(
-        exits_within(&h, Duration::from_secs(2)).await,
-        "serving on with no container and no bundle"
-    );
+    assert_exits(
+        &h,
+        Duration::from_secs(2),
+        "with no container and no bundle",
+    )
+    .await;
     let (code, message) = status(h.create("late").await);
     assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{message}");
 }
 
 #[tokio::test]
 async fn a_shim_with_a_container_serves_on_when_its_first_bundle_is_gone() {
-    let h = harness();
-    let started_for = tempfile::tempdir().unwrap();
-    h.service
-        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
+    let (h, started_for) = watched(LONG);
     h.create("c1").await.unwrap();
     drop(started_for);
-    assert!(
-        !exits_within(&h, Duration::from_millis(100)).await,
-        "exited with c1 still there"
-    );
+    assert_serves_on(&h, Duration::from_millis(100), "with c1 still there").await;
     h.delete("c1").await.unwrap();
-    assert!(
-        exits_within(&h, Duration::from_secs(2)).await,
-        "serving on once c1 was deleted"
-    );
+    assert_exits(&h, Duration::from_secs(2), "once c1 was deleted").await;
 }
 
 #[tokio::test]
@@ -592,57 +600,42 @@ async fn a_shared_shim_whose_claimant_went_away_exits_and_closes_its_socket() {
     let group = SharedGroup::of_bundle(&bundle, &address).expect("a shared group");
     h.service = Arc::new((*h.service).clone().with_group(Some(group)));
     h.service.watch_idle(bundle.clone(), TICK, LONG);
-    assert!(
-        !exits_within(&h, Duration::from_millis(100)).await,
-        "exited before the Create of c1, which chose it"
-    );
+    let short = Duration::from_millis(100);
+    assert_serves_on(&h, short, "before the Create of c1, which chose it").await;
     assert!(socket.exists(), "the socket was removed while c1 claims it");
     std::fs::remove_dir_all(&bundle).unwrap();
-    assert!(
-        exits_within(&h, Duration::from_secs(2)).await,
-        "serving on with no container and no claimant"
-    );
+    assert_exits(
+        &h,
+        Duration::from_secs(2),
+        "with no container and no claimant",
+    )
+    .await;
     assert!(!socket.exists(), "the socket is left for a start to choose");
 }
 
 #[tokio::test]
 async fn a_shim_that_no_create_reaches_exits_after_its_patience() {
-    let h = harness();
-    let kept = tempfile::tempdir().unwrap();
     let patience = Duration::from_secs(1);
-    h.service
-        .watch_idle(kept.path().to_path_buf(), TICK, patience);
+    let (h, _kept) = watched(patience);
     h.create("c1").await.unwrap();
     tokio::time::sleep(patience + Duration::from_millis(200)).await;
     assert!(!h.shut_down().await, "exited with c1 there");
     h.delete("c1").await.unwrap();
-    assert!(
-        !exits_within(&h, Duration::from_millis(400)).await,
-        "the patience counts from the last container, not from the start"
-    );
-    assert!(
-        exits_within(&h, Duration::from_secs(3)).await,
-        "serving on with no container for longer than its patience"
-    );
+    let window = Duration::from_millis(400);
+    assert_serves_on(&h, window, "before its patience from the last container").await;
+    let after = "with no container for longer than its patience";
+    assert_exits(&h, Duration::from_secs(3), after).await;
 }
 
 #[tokio::test]
 async fn the_idle_watch_waits_for_a_request_in_progress() {
-    let h = harness();
-    let started_for = tempfile::tempdir().unwrap();
+    let (h, started_for) = watched(LONG);
     // A Delete of the last container, say, between the map's removal and its
     // response: the shim must not exit under it.
     let in_progress = Busy::enter(&h.service.busy);
-    h.service
-        .watch_idle(started_for.path().to_path_buf(), TICK, LONG);
     drop(started_for);
-    assert!(
-        !exits_within(&h, Duration::from_millis(200)).await,
-        "exited while a request was in progress"
-    );
+    let window = Duration::from_millis(200);
+    assert_serves_on(&h, window, "while a request was in progress").await;
     drop(in_progress);
-    assert!(
-        exits_within(&h, Duration::from_secs(2)).await,
-        "serving on once the request ended"
-    );
+    assert_exits(&h, Duration::from_secs(2), "once the request ended").await;
 }
