@@ -114,6 +114,11 @@ const CASES: &[(&str, Case)] = &[
 /// Cases for one engine only: (engine, name, case).
 const ENGINE_CASES: &[(&str, &str, Case)] = &[
     ("wasmedge", "reports_aot_or_interpreter", wasmedge_mode),
+    (
+        "wasmedge",
+        "front_binary_starts_without_the_engine",
+        wasmedge_front_binary,
+    ),
     ("wasmedge", "echo_server", sockets::echo_server),
     // wasmtime gives WASI preview 1 modules no sockets of their own (issue 13),
     // only the listeners a container declares (WASMSHIM_TCP_LISTEN).
@@ -739,7 +744,7 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         let out = std::process::Command::new("ldd").arg(path).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let shim = ldd(&wasmshim_integration::shim_binary("wasmedge"))?;
+    let shim = ldd(&wasmshim_integration::engine_binary("wasmedge"))?;
     let lib = shim
         .lines()
         .find(|l| l.contains("libwasmedge"))
@@ -760,6 +765,36 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     ensure!(
         log.contains(&expected) && !log.contains(&other),
         "the shim log does not say {expected:?} for {id} (libwasmedge {lib}, AOT available: {aot_available})"
+    );
+    Ok(())
+}
+
+/// containerd runs `containerd-shim-wasmedge-v1` once per container (`start`):
+/// it must not load libwasmedge (and libLLVM), which only its server needs;
+/// without that server beside it, it says what is missing.
+fn wasmedge_front_binary(_env: &Env, _rt: &str, _id: &str) -> anyhow::Result<()> {
+    let front = wasmshim_integration::shim_binary("wasmedge");
+    let ldd = std::process::Command::new("ldd").arg(&front).output()?;
+    let (libs, _) = text(&ldd);
+    ensure!(
+        ldd.status.success() && !libs.contains("libwasmedge") && !libs.contains("libLLVM"),
+        "{} loads the engine: {libs}",
+        front.display()
+    );
+    let server = wasmshim_integration::engine_binary("wasmedge");
+    ensure!(server != front, "no server binary beside {}", front.display());
+    // A front binary installed alone.
+    let alone = tempfile::tempdir()?;
+    let copy = alone.path().join("containerd-shim-wasmedge-v1");
+    std::fs::copy(&front, &copy)?;
+    let out = std::process::Command::new(&copy).arg("-v").output()?;
+    let (_, stderr) = text(&out);
+    ensure!(
+        !out.status.success()
+            && stderr.contains(&format!("{}-server", copy.display()))
+            && stderr.contains("install it beside"),
+        "-v without the server: {:?} {stderr:?}",
+        out.status
     );
     Ok(())
 }

@@ -6,12 +6,16 @@
 //! [`oci`] (bundle → [`engine::RunSpec`]) and [`sys`] (processes, mounts,
 //! stdio) → [`engine`] (wasmtime, WasmEdge). [`bootstrap`] puts them together.
 //!
-//! A shim binary is one line: `wasmshim::run::<SomeEngine>()`.
+//! A shim binary is one line: `wasmshim::run::<SomeEngine>()`. An engine
+//! whose libraries are costly to load has two: a front binary,
+//! `wasmshim::run_front("name")`, and its server, `wasmshim::run::<…>()`
+//! (see [`front`]).
 
 pub mod bootstrap;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod front;
 pub mod group;
 pub mod instance;
 pub mod logging;
@@ -25,7 +29,12 @@ use engine::Engine;
 
 /// The runtime name containerd knows a shim by, e.g. `io.containerd.wasmtime.v1`.
 pub fn runtime_name(engine: &dyn Engine) -> String {
-    format!("io.containerd.{}.v1", engine.name())
+    runtime_name_of(engine.name())
+}
+
+/// The runtime name of the engine called `engine`.
+fn runtime_name_of(engine: &str) -> String {
+    format!("io.containerd.{engine}.v1")
 }
 
 /// The shim binary's name for `engine`, e.g. `containerd-shim-wasmtime-v1`.
@@ -88,13 +97,30 @@ pub fn run<E: Engine + Default>() {
         }
         _ => {}
     }
+    run_containerd_shim(&runtime_name(&engine));
+}
+
+/// Entry point of the front binary of the engine called `engine` (see
+/// [`front`]): runs `start` and `delete`, and turns into the server binary
+/// for everything else.
+pub fn run_front(engine: &str) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !front::runs_itself(&args) {
+        eprintln!("{}", front::exec_server(&args));
+        std::process::exit(1);
+    }
+    run_containerd_shim(&runtime_name_of(engine));
+}
+
+/// Runs containerd-shim's command line (`start`, `delete`, or the server)
+/// as the shim of runtime `name`.
+fn run_containerd_shim(name: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("building the tokio runtime");
-    let name = runtime_name(&engine);
     runtime.block_on(containerd_shim::asynchronous::run::<bootstrap::ShimMain>(
-        &name,
+        name,
         Some(bootstrap::shim_config()),
     ));
 }

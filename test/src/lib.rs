@@ -82,6 +82,19 @@ pub fn shim_binary(engine: &str) -> PathBuf {
     bin_dir().join(format!("containerd-shim-{engine}-v1"))
 }
 
+/// The binary of `engine` that loads the engine's libraries: the server
+/// beside a front binary (WasmEdge's, see `shim/src/front.rs`), else the
+/// shim binary itself.
+pub fn engine_binary(engine: &str) -> PathBuf {
+    let shim = shim_binary(engine);
+    let server = wasmshim::front::server_of(&shim);
+    if server.exists() {
+        server
+    } else {
+        shim
+    }
+}
+
 /// Fails when `bin` is older than a source it is built from, so that tests
 /// never pass against a stale binary.
 pub(crate) fn check_fresh(bin: &Path, engine: &str) -> anyhow::Result<()> {
