@@ -782,7 +782,11 @@ fn wasmedge_front_binary(_env: &Env, _rt: &str, _id: &str) -> anyhow::Result<()>
         front.display()
     );
     let server = wasmshim_integration::engine_binary("wasmedge");
-    ensure!(server != front, "no server binary beside {}", front.display());
+    ensure!(
+        server != front,
+        "no server binary beside {}",
+        front.display()
+    );
     // A front binary installed alone.
     let alone = tempfile::tempdir()?;
     let copy = alone.path().join("containerd-shim-wasmedge-v1");
