@@ -1,11 +1,11 @@
 //! The front binary of an engine whose libraries are costly to load
-//! (WasmEdge: libwasmedge and libLLVM, 20-50 ms of relocations and static
-//! constructors per process). containerd runs the shim binary once per
-//! container for `start`, which only chooses a shim and answers its address;
-//! the front binary does that, and `delete`, without the engine's libraries,
-//! and turns into the engine's server binary (`<front>-server`, beside it)
-//! for everything else: the ttrpc server, `-v`, `--help`. Runs in the front
-//! binary's process.
+//! (WasmEdge: libwasmedge and libLLVM, 23-35 ms of relocations and static
+//! constructors per process on a 2-core machine). containerd runs the shim
+//! binary once per container for `start`, which only chooses a shim and
+//! answers its address; the front binary does that, and `delete`, without
+//! the engine's libraries, and turns into the engine's server binary
+//! (`<front>-server`, beside it) for everything else: the ttrpc server,
+//! `-v`, `--help`. Runs in the front binary's process.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -35,7 +35,9 @@ pub fn server_of(front: &std::path::Path) -> PathBuf {
 
 /// Replaces this process with the server binary, same arguments, same
 /// environment, same descriptors (the listening socket containerd-shim's
-/// `start` hands over); returns only with the reason it could not.
+/// `start` hands over), and the same `argv[0]`, so that `ps` and `pgrep`
+/// show the shim by the name containerd ran; returns only with the reason
+/// it could not.
 pub fn exec_server(args: &[OsString]) -> String {
     let front = match std::env::current_exe() {
         Ok(front) => front,

@@ -147,7 +147,7 @@ pub fn register(id: &str, bundle: &Path) {
 }
 
 /// Container `id` is deleted: if the lines went to its fifo, they go to
-/// another live container's from now on.
+/// the newest live container's from now on, or nowhere.
 pub fn unregister(id: &str) {
     sinks().unregister(id);
 }
