@@ -740,10 +740,6 @@ fn error_corrupt_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let out = env.containerd.run(Some(rt), &[&image("hello"), id]);
     expect_output(&out, &["Hello from WebAssembly"])?;
-    let ldd = |path: &std::path::Path| -> anyhow::Result<String> {
-        let out = std::process::Command::new("ldd").arg(path).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
     let shim = ldd(&wasmshim_integration::engine_binary("wasmedge"))?;
     let lib = shim
         .lines()
@@ -769,15 +765,22 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The shared libraries `path` loads, as `ldd` lists them.
+fn ldd(path: &std::path::Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new("ldd").arg(path).output()?;
+    let (libs, stderr) = text(&out);
+    ensure!(out.status.success(), "ldd {}: {stderr}", path.display());
+    Ok(libs)
+}
+
 /// containerd runs `containerd-shim-wasmedge-v1` once per container (`start`):
 /// it must not load libwasmedge (and libLLVM), which only its server needs;
 /// without that server beside it, it says what is missing.
 fn wasmedge_front_binary(_env: &Env, _rt: &str, _id: &str) -> anyhow::Result<()> {
     let front = wasmshim_integration::shim_binary("wasmedge");
-    let ldd = std::process::Command::new("ldd").arg(&front).output()?;
-    let (libs, _) = text(&ldd);
+    let libs = ldd(&front)?;
     ensure!(
-        ldd.status.success() && !libs.contains("libwasmedge") && !libs.contains("libLLVM"),
+        !libs.contains("libwasmedge") && !libs.contains("libLLVM"),
         "{} loads the engine: {libs}",
         front.display()
     );

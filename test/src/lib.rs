@@ -72,6 +72,11 @@ pub fn engines() -> anyhow::Result<(Vec<&'static str>, Vec<String>)> {
             continue;
         }
         check_fresh(&bin, entry.name)?;
+        // A front binary's server (WasmEdge's) is run as much as the front.
+        let server = wasmshim::front::server_of(&bin);
+        if server.exists() {
+            check_fresh(&server, entry.name)?;
+        }
         found.push(entry.name);
     }
     Ok((found, skipped))

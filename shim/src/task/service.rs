@@ -434,24 +434,21 @@ impl TaskService {
     /// A container that chose this shim more than `patience` ago is not
     /// waited for.
     async fn close_or_wait(&self, group: Arc<SharedGroup>, patience: Duration) -> bool {
-        let (containers, membership) = (self.containers.clone(), self.membership.clone());
+        let service = self.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            fn lock(m: &Mutex<Membership>) -> std::sync::MutexGuard<'_, Membership> {
-                m.lock().unwrap_or_else(|e| e.into_inner())
-            }
             let mut idle = false;
             let claimants = group.close_if_unclaimed(
                 |found| {
-                    let _containers = containers.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut membership = lock(&membership);
+                    let _containers = service.containers();
+                    let mut membership = service.membership();
                     membership.served.retain(|t| found.contains(t));
                     membership.served.clone()
                 },
                 || {
-                    let containers = containers.lock().unwrap_or_else(|e| e.into_inner());
+                    let containers = service.containers();
                     idle = containers.is_empty();
                     if idle {
-                        lock(&membership).closing = true;
+                        service.membership().closing = true;
                     }
                     idle
                 },
@@ -459,24 +456,21 @@ impl TaskService {
             )?;
             Ok::<_, std::io::Error>((claimants, idle))
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match checked {
-            Ok(Ok((claimants, idle))) if claimants.is_empty() => {
+            Ok((claimants, idle)) if claimants.is_empty() => {
                 if idle {
                     log::info!("no containers left: shutting down");
                     self.exit.signal();
                 }
                 idle
             }
-            Ok(Ok((claimants, _))) => {
+            Ok((claimants, _)) => {
                 log::info!(
                     "no containers left, serving on for {} that chose this shim",
                     claimants.join(", ")
                 );
-                false
-            }
-            Ok(Err(e)) => {
-                log::warn!("looking for containers that chose this shim: {e}");
                 false
             }
             Err(e) => {
