@@ -69,8 +69,8 @@ build-all: deps
 install: build
 	install -d $(PREFIX)
 	install -m 0755 $(foreach e,$(ENGINES),$(RELEASE)/containerd-shim-$(e)-v1) $(RELEASE)/wasmshim $(RELEASE)/wasmshim-oci $(PREFIX)/
-	@# An engine with a front binary (WasmEdge) has its server beside it.
-	@for e in $(ENGINES); do s=$(RELEASE)/containerd-shim-$$e-v1-server; \
+	@# An engine with a front binary (WasmEdge) has its engine binary beside it.
+	@for e in $(ENGINES); do s=$(RELEASE)/containerd-shim-$$e-v1-engine; \
 		if [ -e $$s ]; then echo install -m 0755 $$s $(PREFIX)/; install -m 0755 $$s $(PREFIX)/; fi; done
 
 test: build-all unit check-wasmedge integration

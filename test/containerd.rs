@@ -773,23 +773,51 @@ fn ldd(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(libs)
 }
 
-/// containerd runs `containerd-shim-wasmedge-v1` once per container (`start`):
-/// it must not load libwasmedge (and libLLVM), which only its server needs;
-/// without that server beside it, it says what is missing.
-fn wasmedge_front_binary(_env: &Env, _rt: &str, _id: &str) -> anyhow::Result<()> {
+/// containerd runs `containerd-shim-wasmedge-v1` once per container (`start`)
+/// and waits for its server: neither may load libwasmedge (and libLLVM),
+/// which only the template and the workers, run from the engine binary,
+/// need; without that engine binary beside it, the front says what is missing.
+fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let front = wasmshim_integration::shim_binary("wasmedge");
+    let engine_libraries = |text: &str| text.contains("libwasmedge") || text.contains("libLLVM");
     let libs = ldd(&front)?;
     ensure!(
-        !libs.contains("libwasmedge") && !libs.contains("libLLVM"),
+        !engine_libraries(&libs),
         "{} loads the engine: {libs}",
         front.display()
     );
-    let server = wasmshim_integration::engine_binary("wasmedge");
+    let engine = wasmshim_integration::engine_binary("wasmedge");
     ensure!(
-        server != front,
-        "no server binary beside {}",
+        engine != front,
+        "no engine binary beside {}",
         front.display()
     );
+    // A running container: its shim server is the front binary, its worker
+    // (forked from the template) the engine binary.
+    let worker = run_sleeper(env, rt, id, &[])?;
+    let result = (|| {
+        let shim = parent_of(worker)?;
+        let maps = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/maps"));
+        let (shim_maps, worker_maps) = (maps(shim)?, maps(worker)?);
+        ensure!(
+            !engine_libraries(&shim_maps),
+            "the shim server {shim} maps the engine's libraries"
+        );
+        ensure!(
+            worker_maps.contains("libwasmedge"),
+            "the worker {worker} does not map libwasmedge"
+        );
+        let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe"));
+        ensure!(
+            exe(shim)? == front.canonicalize()? && exe(worker)? == engine.canonicalize()?,
+            "shim {shim} runs {:?}, worker {worker} {:?}",
+            exe(shim),
+            exe(worker)
+        );
+        Ok(())
+    })();
+    remove(env, id);
+    result?;
     // A front binary installed alone.
     let alone = tempfile::tempdir()?;
     let copy = alone.path().join("containerd-shim-wasmedge-v1");
@@ -798,9 +826,9 @@ fn wasmedge_front_binary(_env: &Env, _rt: &str, _id: &str) -> anyhow::Result<()>
     let (_, stderr) = text(&out);
     ensure!(
         !out.status.success()
-            && stderr.contains(&format!("{}-server", copy.display()))
+            && stderr.contains(&format!("{}-engine", copy.display()))
             && stderr.contains("install it beside"),
-        "-v without the server: {:?} {stderr:?}",
+        "-v without the engine binary: {:?} {stderr:?}",
         out.status
     );
     Ok(())

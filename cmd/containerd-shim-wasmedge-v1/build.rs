@@ -1,10 +1,15 @@
-//! Embeds the directory of libwasmedge as an rpath, so the shim finds the
-//! library at run time without LD_LIBRARY_PATH. Searches where `wasmedge-sys`
+//! Records the git revision for `--version` (see ../revision.rs), and embeds
+//! the directory of libwasmedge as an rpath, so the shim finds the library at
+//! run time without LD_LIBRARY_PATH. Searches where `wasmedge-sys`
 //! does: WASMEDGE_LIB_DIR, WASMEDGE_DIR/lib{64,}, ~/.wasmedge/lib{64,}, /usr/local/lib{64,}.
 
 use std::path::PathBuf;
 
+#[path = "../revision.rs"]
+mod revision;
+
 fn main() {
+    revision::emit();
     for var in ["WASMEDGE_LIB_DIR", "WASMEDGE_DIR", "HOME"] {
         println!("cargo:rerun-if-env-changed={var}");
     }

@@ -49,10 +49,11 @@ pub struct ShimMain {
 }
 
 impl ShimMain {
-    /// The composition of the lifecycle: Wasm containers in workers of this
-    /// binary (paused by their cgroup's freezer), Linux containers through runc.
+    /// The composition of the lifecycle: Wasm containers in workers of the
+    /// engine's binary (paused by their cgroup's freezer), Linux containers
+    /// through runc.
     fn launcher(&self) -> Launcher {
-        let wasm = ProcessIsolation::current_exe().expect("the shim binary has a path");
+        let wasm = ProcessIsolation::worker_binary().expect("the shim binary has a path");
         Launcher::new(Arc::new(Freezable::new(Arc::new(wasm))))
             .with_linux(Arc::new(RuncIsolation::new(&self.namespace)))
     }

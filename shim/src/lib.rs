@@ -6,10 +6,11 @@
 //! [`oci`] (bundle → [`engine::RunSpec`]) and [`sys`] (processes, mounts,
 //! stdio) → [`engine`] (wasmtime, WasmEdge). [`bootstrap`] puts them together.
 //!
-//! A shim binary is one line: `wasmshim::run::<SomeEngine>()`. An engine
-//! whose libraries are costly to load has two: a front binary,
-//! `wasmshim::run_front("name")`, and its server, `wasmshim::run::<…>()`
-//! (see [`front`]).
+//! A shim binary is one line: `wasmshim::run::<SomeEngine>(revision)`. An
+//! engine whose libraries are costly to load has two: a front binary,
+//! `wasmshim::run_front("name")`, which serves containerd, and its engine
+//! binary, `wasmshim::run::<…>(revision)`, which runs the modules (see
+//! [`front`]).
 
 pub mod bootstrap;
 pub mod engine;
@@ -43,14 +44,14 @@ pub fn binary_name(engine: &dyn Engine) -> String {
 }
 
 /// What `containerd-shim-<engine>-v1 --version` prints, in the shape of
-/// containerd's own shims.
-pub fn version_text(engine: &dyn Engine) -> String {
+/// containerd's own shims; `revision` is the git revision the binary was
+/// built from.
+pub fn version_text(engine: &dyn Engine, revision: &str) -> String {
     format!(
         "{binary}:\n  Runtime:  {runtime}\n  Version:  {version}\n  Revision: {revision}\n  Engine:   {engine} {engine_version}\n",
         binary = binary_name(engine),
         runtime = runtime_name(engine),
         version = env!("CARGO_PKG_VERSION"),
-        revision = env!("WASMSHIM_GIT_REVISION"),
         engine = engine.name(),
         engine_version = engine.version(),
     )
@@ -70,14 +71,20 @@ pub fn help_text(engine: &dyn Engine) -> String {
     )
 }
 
-/// Entry point of a `containerd-shim-<engine>-v1` binary.
+/// Entry point of a `containerd-shim-<engine>-v1` binary built from git
+/// revision `revision` (for `--version`).
 ///
 /// Runs as containerd's shim (`start`, `delete`, or the ttrpc server), or,
-/// when re-executed by the shim for a container, as that container's worker.
-pub fn run<E: Engine + Default>() {
+/// when started by a shim, as its template or as a container's worker.
+pub fn run<E: Engine + Default>(revision: &str) {
     let engine = E::default();
     if sys::worker::is_worker() {
         sys::worker::main(&engine);
+    }
+    if let Some(shim) = sys::template::spawned_by() {
+        // The template a front binary's server spawned (see `run_front`).
+        sys::code_pages::release_startup_code();
+        sys::template::serve_spawned(shim, &engine);
     }
     if serves_containerd() {
         // First, while this process has one thread: see sys/mount_ns.rs and
@@ -88,7 +95,7 @@ pub fn run<E: Engine + Default>() {
     }
     match std::env::args().nth(1).as_deref() {
         Some("-v" | "--version" | "-version") => {
-            print!("{}", version_text(&engine));
+            print!("{}", version_text(&engine, revision));
             return;
         }
         Some("-h" | "--help" | "-help") => {
@@ -101,13 +108,23 @@ pub fn run<E: Engine + Default>() {
 }
 
 /// Entry point of the front binary of the engine called `engine` (see
-/// [`front`]): runs `start` and `delete`, and turns into the server binary
-/// for everything else.
+/// [`front`]): runs `start`, `delete` and the server, whose template it
+/// spawns from the engine binary beside it, and turns into that engine
+/// binary for everything else.
 pub fn run_front(engine: &str) {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if !front::runs_itself(&args) {
-        eprintln!("{}", front::exec_server(&args));
+        eprintln!("{}", front::exec_engine_binary(&args));
         std::process::exit(1);
+    }
+    if serves_containerd() {
+        // As in `run`, while this process has one thread.
+        sys::mount_ns::enter_own();
+        match front::use_engine_binary() {
+            Ok(binary) => sys::template::spawn_template(&binary),
+            // Workers are exec'd then, and fail naming the binary.
+            Err(e) => eprintln!("{e}"),
+        }
     }
     run_containerd_shim(&runtime_name_of(engine));
 }

@@ -72,10 +72,10 @@ pub fn engines() -> anyhow::Result<(Vec<&'static str>, Vec<String>)> {
             continue;
         }
         check_fresh(&bin, entry.name)?;
-        // A front binary's server (WasmEdge's) is run as much as the front.
-        let server = wasmshim::front::server_of(&bin);
-        if server.exists() {
-            check_fresh(&server, entry.name)?;
+        // A front binary's engine binary (WasmEdge's) is run as much as the front.
+        let engine = wasmshim::front::engine_binary_of(&bin);
+        if engine.exists() {
+            check_fresh(&engine, entry.name)?;
         }
         found.push(entry.name);
     }
@@ -87,14 +87,14 @@ pub fn shim_binary(engine: &str) -> PathBuf {
     bin_dir().join(format!("containerd-shim-{engine}-v1"))
 }
 
-/// The binary of `engine` that loads the engine's libraries: the server
-/// beside a front binary (WasmEdge's, see `shim/src/front.rs`), else the
-/// shim binary itself.
+/// The binary of `engine` that loads the engine's libraries: the engine
+/// binary beside a front binary (WasmEdge's, see `shim/src/front.rs`), else
+/// the shim binary itself.
 pub fn engine_binary(engine: &str) -> PathBuf {
     let shim = shim_binary(engine);
-    let server = wasmshim::front::server_of(&shim);
-    if server.exists() {
-        server
+    let binary = wasmshim::front::engine_binary_of(&shim);
+    if binary.exists() {
+        binary
     } else {
         shim
     }

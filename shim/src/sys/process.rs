@@ -44,10 +44,11 @@ pub struct ProcessIsolation {
 }
 
 impl ProcessIsolation {
-    /// Workers are started from the running shim binary.
-    pub fn current_exe() -> Result<Self> {
-        let exe =
-            std::env::current_exe().map_err(|e| Error::internal("locating the shim binary", e))?;
+    /// Workers are started from the binary that runs the engine: this shim
+    /// binary, or the engine binary beside a front binary (see [`crate::front`]).
+    pub fn worker_binary() -> Result<Self> {
+        let exe = crate::front::worker_binary()
+            .map_err(|e| Error::internal("locating the shim binary", e))?;
         Ok(ProcessIsolation { exe })
     }
 }

@@ -25,9 +25,16 @@
 //! The template never runs a module, opens no container file and starts no
 //! thread. It ends with the shim (parent-death signal, and end-of-file on its
 //! socket). If it is gone, the shim falls back to exec'ing workers.
+//!
+//! A front binary's server (see [`crate::front`]) has no engine to fork:
+//! it *spawns* its template from the engine binary instead
+//! ([`spawn_template`]), which loads the engine while the shim serves
+//! containerd. Everything else is the same.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -64,6 +71,11 @@ pub struct Template {
 
 static TEMPLATE: OnceLock<Template> = OnceLock::new();
 
+/// The argument a spawned template runs with: `<engine binary>
+/// __wasmshim_template <shim pid> <the shim's arguments>`; also its title
+/// once forked.
+pub const TEMPLATE_ARG: &str = "__wasmshim_template";
+
 /// The template this shim forked at its start, if it did and it still answers.
 pub fn installed() -> Option<&'static Template> {
     TEMPLATE.get()
@@ -93,14 +105,97 @@ pub fn fork_template(engine: &dyn Engine) {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
-            let _ = TEMPLATE.set(Template {
-                pid: child,
-                socket: Mutex::new(Some(ours)),
-                registered: tokio::sync::Mutex::new(None),
-            });
+            install(child, ours);
         }
         Err(_) => {}
     }
+}
+
+/// Records the template `pid`, whose socket's other end is `ours`.
+fn install(pid: Pid, ours: OwnedFd) {
+    let _ = TEMPLATE.set(Template {
+        pid,
+        socket: Mutex::new(Some(ours)),
+        registered: tokio::sync::Mutex::new(None),
+    });
+}
+
+/// Starts the template of this shim process from `binary`, the engine
+/// binary of a front binary (see [`crate::front`]), with its end of the
+/// socket as fd [`CONTROL_FD`]; called where [`fork_template`] would be.
+/// The template loads the engine while the shim goes on. On failure (no
+/// such binary) the shim runs without a template: workers are exec'd, and
+/// their failure names the binary.
+pub fn spawn_template(binary: &Path) {
+    let (ours, theirs) = match socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) {
+        Ok(pair) => pair,
+        Err(_) => return,
+    };
+    let theirs_raw = theirs.as_raw_fd();
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg0(exe_name())
+        .arg(TEMPLATE_ARG)
+        .arg(nix::unistd::getpid().to_string())
+        // The shim's own arguments after these: the workers' command lines
+        // are written over the template's (see `set_title`), which must be
+        // as long as a forked template's.
+        .args(std::env::args_os().skip(1))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .current_dir("/");
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only async-signal-safe calls (dup2, fcntl, prctl, close_range).
+    unsafe {
+        command.pre_exec(move || {
+            let placed = if theirs_raw == CONTROL_FD {
+                libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(theirs_raw, CONTROL_FD)
+            };
+            if placed < 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else of the shim's reaches the template.
+            libc::close_range(
+                (CONTROL_FD + 1) as u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            );
+            Ok(())
+        });
+    }
+    if let Ok(child) = command.spawn() {
+        install(Pid::from_raw(child.id() as i32), ours);
+    }
+}
+
+/// The shim's pid, when this process is a template the shim spawned
+/// ([`spawn_template`]).
+pub fn spawned_by() -> Option<Pid> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != TEMPLATE_ARG {
+        return None;
+    }
+    let pid = args.next()?.to_str()?.parse().ok()?;
+    Some(Pid::from_raw(pid))
+}
+
+/// The main of a spawned template: serves `shim` on fd [`CONTROL_FD`]
+/// until the shim goes away.
+pub fn serve_spawned(shim: Pid, engine: &dyn Engine) -> ! {
+    // SAFETY: fd 3 is the template's end of the socket, placed there by
+    // `spawn_template`; nothing else in this process owns it. (Anything
+    // else there fails the first recvmsg, and the template exits.)
+    let socket = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    serve(socket, shim, engine)
 }
 
 impl Template {
@@ -202,7 +297,7 @@ fn serve(socket: OwnedFd, shim: Pid, engine: &dyn Engine) -> ! {
         unsafe { libc::_exit(1) };
     };
     let exe = exe_name();
-    set_title(&format!("{exe} __wasmshim_template"));
+    set_title(&format!("{exe} {TEMPLATE_ARG}"));
     loop {
         let mut buf = [0u8; 4096];
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
