@@ -101,7 +101,8 @@ pub fn fork_template(engine: &dyn Engine) {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
-            serve(theirs, shim, engine)
+            // What the loader touched is the shim's: the template holds none of it.
+            serve(theirs, shim, engine, StartupCode::Released)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
@@ -195,7 +196,33 @@ pub fn serve_spawned(shim: Pid, engine: &dyn Engine) -> ! {
     // `spawn_template`; nothing else in this process owns it. (Anything
     // else there fails the first recvmsg, and the template exits.)
     let socket = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
-    serve(socket, shim, engine)
+    serve(socket, shim, engine, StartupCode::Held)
+}
+
+/// Whether the template still maps the code its start touched, which
+/// [`super::code_pages::release_startup_code`] drops.
+#[derive(Clone, Copy, PartialEq)]
+enum StartupCode {
+    /// Dropped already (a forked template never had it).
+    Released,
+    /// Held (a spawned template, whose loader ran the engine's
+    /// constructors): dropped once the first worker is forked and no
+    /// request waits. Reading `/proc/self/smaps` and dropping 36 MiB of
+    /// libLLVM takes 10 ms, which the first container would wait for.
+    Held,
+}
+
+/// Whether a request waits on the template's `socket` (or it is closed).
+fn request_waits(socket: &OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(
+        nix::sys::socket::recv(
+            socket.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ),
+        Err(nix::errno::Errno::EAGAIN)
+    )
 }
 
 impl Template {
@@ -285,7 +312,7 @@ async fn request(socket: &AsyncFd<OwnedFd>, id: &str, fds: &WorkerFds<'_>) -> st
 }
 
 /// The template's loop: one worker per request, until the shim goes away.
-fn serve(socket: OwnedFd, shim: Pid, engine: &dyn Engine) -> ! {
+fn serve(socket: OwnedFd, shim: Pid, engine: &dyn Engine, mut startup_code: StartupCode) -> ! {
     // The template dies with the shim (its main thread forked us), and exits
     // at end-of-file on its socket.
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != shim {
@@ -352,6 +379,10 @@ fn serve(socket: OwnedFd, shim: Pid, engine: &dyn Engine) -> ! {
         };
         let _ =
             nix::sys::socket::send(socket.as_raw_fd(), reply.as_bytes(), MsgFlags::MSG_NOSIGNAL);
+        if startup_code == StartupCode::Held && !request_waits(&socket) {
+            super::code_pages::release_startup_code();
+            startup_code = StartupCode::Released;
+        }
     }
 }
 
