@@ -86,14 +86,8 @@ pub fn installed() -> Option<&'static Template> {
 /// serves containerd (not for `start`, `delete` or a worker). On failure
 /// the shim runs without a template: workers are exec'd.
 pub fn fork_template(engine: &dyn Engine) {
-    let (ours, theirs) = match socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    ) {
-        Ok(pair) => pair,
-        Err(_) => return,
+    let Some((ours, theirs)) = socket_pair() else {
+        return;
     };
     let shim = nix::unistd::getpid();
     // SAFETY: the process has one thread (this is called before any runtime
@@ -112,6 +106,17 @@ pub fn fork_template(engine: &dyn Engine) {
     }
 }
 
+/// The shim's and the template's ends of the socket between them.
+fn socket_pair() -> Option<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ok()
+}
+
 /// Records the template `pid`, whose socket's other end is `ours`.
 fn install(pid: Pid, ours: OwnedFd) {
     let _ = TEMPLATE.set(Template {
@@ -128,14 +133,8 @@ fn install(pid: Pid, ours: OwnedFd) {
 /// such binary) the shim runs without a template: workers are exec'd, and
 /// their failure names the binary.
 pub fn spawn_template(binary: &Path) {
-    let (ours, theirs) = match socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    ) {
-        Ok(pair) => pair,
-        Err(_) => return,
+    let Some((ours, theirs)) = socket_pair() else {
+        return;
     };
     let theirs_raw = theirs.as_raw_fd();
     let mut command = std::process::Command::new(binary);
