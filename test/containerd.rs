@@ -776,7 +776,8 @@ fn ldd(path: &std::path::Path) -> anyhow::Result<String> {
 /// containerd runs `containerd-shim-wasmedge-v1` once per container (`start`)
 /// and waits for its server: neither may load libwasmedge (and libLLVM),
 /// which only the template and the workers, run from the engine binary,
-/// need; without that engine binary beside it, the front says what is missing.
+/// need; without that engine binary beside it, the front says what is
+/// missing, to `-v` and at Create.
 fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let front = wasmshim_integration::shim_binary("wasmedge");
     let engine_libraries = |text: &str| text.contains("libwasmedge") || text.contains("libLLVM");
@@ -829,6 +830,18 @@ fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
             && stderr.contains(&format!("{}-engine", copy.display()))
             && stderr.contains("install it beside"),
         "-v without the engine binary: {:?} {stderr:?}",
+        out.status
+    );
+    // containerd runs it by its path: Create fails with the same words, and
+    // the container leaves nothing behind (checked by `run_case`).
+    let runtime = copy.to_str().context("temporary path")?;
+    let out = env.containerd.run(Some(runtime), &[&image("hello"), id]);
+    let (_, stderr) = text(&out);
+    ensure!(
+        !out.status.success()
+            && stderr.contains(&format!("{}-engine", copy.display()))
+            && stderr.contains("install it beside"),
+        "a container on the front binary alone: {:?} {stderr:?}",
         out.status
     );
     Ok(())

@@ -59,6 +59,12 @@ pub fn worker_binary() -> std::io::Result<PathBuf> {
     }
 }
 
+/// Whether `path` is the engine binary this front binary's server starts
+/// workers from (see [`use_engine_binary`]).
+pub fn is_engine_binary(path: &Path) -> bool {
+    ENGINE_BINARY.get().is_some_and(|binary| binary == path)
+}
+
 /// What a front binary whose engine binary is missing says: the path it
 /// looked for and where to install it.
 pub fn missing_engine_binary(engine_binary: &Path, e: &std::io::Error) -> String {

@@ -91,6 +91,7 @@ pub fn run<E: Engine + Default>(revision: &str) {
         sys::mount_ns::enter_own();
         sys::template::fork_template(&engine);
         sys::code_pages::release_startup_code();
+        sys::attach_lock::AttachLockWarmer::once();
     }
     match std::env::args().nth(1).as_deref() {
         Some("-v" | "--version" | "-version") => {
@@ -126,6 +127,7 @@ pub fn run_front(engine: &str) {
         }
         // The shim's own start touched 5 MiB of its code (measured).
         sys::code_pages::release_startup_code();
+        sys::attach_lock::AttachLockWarmer::once();
     }
     run_containerd_shim(&runtime_name_of(engine));
 }

@@ -1,14 +1,19 @@
-//! Drops the shim's mappings of code it ran only while starting.
+//! Drops a long-lived process's mappings of code it ran only while starting:
+//! the shim server's, and the template's.
 //!
 //! Loading libwasmedge runs libLLVM's static constructors, scattered over its
-//! 100 MiB of code; with the kernel's fault-around, the shim process ends up
+//! 100 MiB of code; with the kernel's fault-around, a process ends up
 //! mapping some 36 MiB of libLLVM code it never runs again (the shim serves
-//! containerd; workers compile and run modules). Those pages count in the
-//! shim's PSS for as long as it lives. [`release_startup_code`] drops the
-//! shim's page-table entries for all its clean, file-backed code: the pages
-//! stay in the page cache, reclaimable, and the code the shim does run again
-//! (its ttrpc server) faults back in from there, once. Measured with
-//! WasmEdge: 40 MiB released, the shim's PSS from 35.7 to 9.7 MiB.
+//! containerd, the template forks; workers compile and run modules). Those
+//! pages count in its PSS for as long as it lives. [`release_startup_code`]
+//! drops the process's page-table entries for all its clean, file-backed
+//! code: the pages stay in the page cache, reclaimable, and the code it does
+//! run again (the shim's ttrpc server) faults back in from there, once.
+//! Measured with WasmEdge, when the shim itself loaded the engine: 40 MiB
+//! released, the shim's PSS from 35.7 to 9.7 MiB. The shim server of the
+//! WasmEdge front binary no longer loads the engine; it drops the 5 MiB of
+//! its own start, and the template spawned from the engine binary drops
+//! libLLVM's.
 
 use std::ffi::c_void;
 

@@ -8,6 +8,7 @@
 //! tests use the recording fake of `sys::fake`. This module
 //! is the only place with `unsafe` code.
 
+pub mod attach_lock;
 pub mod cgroup;
 pub mod code_pages;
 pub mod confine;

@@ -164,6 +164,8 @@ async fn spawn_loaded(
     run: &RunSpec,
     attachment: Attachment<'_>,
 ) -> Result<Loaded> {
+    // Until the worker is in its cgroup (see attach_lock.rs).
+    let warmer = super::attach_lock::AttachLockWarmer::start();
     let (ours, pair_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Error::internal("creating the worker's control socket", e))?;
     // Above the fds the child's pre_exec dup2s onto, so that none is
@@ -247,6 +249,7 @@ async fn spawn_loaded(
             return Err(e);
         }
     };
+    drop(warmer);
 
     ours.set_nonblocking(true)
         .map_err(|e| Error::internal("control socket", e))?;
@@ -358,9 +361,13 @@ fn exec_worker(
             Ok(())
         });
     }
-    command
-        .spawn()
-        .map_err(|e| Error::internal(format!("starting worker {}", exe.display()), e))
+    command.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && crate::front::is_engine_binary(exe) {
+            let said = crate::front::missing_engine_binary(exe, &e);
+            return Error::internal("starting the worker", anyhow::anyhow!(said));
+        }
+        Error::internal(format!("starting worker {}", exe.display()), e)
+    })
 }
 
 /// A worker process as the process that created it holds it.
