@@ -823,28 +823,25 @@ fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let alone = tempfile::tempdir()?;
     let copy = alone.path().join("containerd-shim-wasmedge-v1");
     std::fs::copy(&front, &copy)?;
+    // Fails, naming the missing engine binary and where it belongs.
+    let says_what_is_missing = |out: &Output, what: &str| {
+        let (_, stderr) = text(out);
+        ensure!(
+            !out.status.success()
+                && stderr.contains(&format!("{}-engine", copy.display()))
+                && stderr.contains("install it beside"),
+            "{what} without the engine binary: {:?} {stderr:?}",
+            out.status
+        );
+        Ok(())
+    };
     let out = std::process::Command::new(&copy).arg("-v").output()?;
-    let (_, stderr) = text(&out);
-    ensure!(
-        !out.status.success()
-            && stderr.contains(&format!("{}-engine", copy.display()))
-            && stderr.contains("install it beside"),
-        "-v without the engine binary: {:?} {stderr:?}",
-        out.status
-    );
+    says_what_is_missing(&out, "-v")?;
     // containerd runs it by its path: Create fails with the same words, and
     // the container leaves nothing behind (checked by `run_case`).
     let runtime = copy.to_str().context("temporary path")?;
     let out = env.containerd.run(Some(runtime), &[&image("hello"), id]);
-    let (_, stderr) = text(&out);
-    ensure!(
-        !out.status.success()
-            && stderr.contains(&format!("{}-engine", copy.display()))
-            && stderr.contains("install it beside"),
-        "a container on the front binary alone: {:?} {stderr:?}",
-        out.status
-    );
-    Ok(())
+    says_what_is_missing(&out, "a container")
 }
 
 fn stdin_to_end_of_file(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
