@@ -11,17 +11,22 @@
 //! way, a thread of the shim (one per process, [`AttachLockWarmer`])
 //! writes, every few milliseconds, its own thread id to its own cgroup
 //! (`tasks` on v1, `cgroup.threads` on v2), which takes the same lock and
-//! moves nothing: the thread is already there. Naming the thread, not the process, matters: containerd
-//! may move the shim into another cgroup (`shim_cgroup`) just after it
-//! starts, and a process written back into its old cgroup would undo that
-//! move; a thread written back there is only the warmer, which ends soon
-//! (v2 refuses to split a process anyway). The worker's real move into its
-//! container's cgroup then finds the lock ready, or waits for the same
-//! grace period that was already running. The shim server also writes once at
-//! startup, so that the first Create of a new shim does not pay that wait
-//! alone. Where the kernel does not wait (cgroup v2 mounted with
-//! `favordynmods`) the writes cost microseconds; where no cgroup file of the
-//! thread can be written, the warmer does nothing.
+//! moves nothing: the thread is already there.
+//!
+//! Naming the thread, not the process, matters: containerd may move the
+//! shim into another cgroup (`shim_cgroup`) just after it starts, and a
+//! process written back into its old cgroup would undo that move; a thread
+//! written back there is only the warmer, which ends soon (v2 refuses to
+//! split a process anyway). The worker's real move into its container's
+//! cgroup then finds the lock ready, or waits for the same grace period
+//! that was already running. The shim server also writes once at startup,
+//! so that the first Create of a new shim does not pay that wait alone.
+//! Where the kernel does not wait (cgroup v2 mounted with `favordynmods`)
+//! the writes cost microseconds; where no cgroup file of the thread can be
+//! written, the warmer does nothing. The cgroup files are found from
+//! `/proc/thread-self/cgroup` and the usual mount points under
+//! `/sys/fs/cgroup`, not from `/proc/self/mountinfo` as `libcgroups` finds
+//! them: reading that costs milliseconds where a host has many mounts.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,7 +58,7 @@ fn shared() -> MutexGuard<'static, Shared> {
 
 /// Keeps the lock warm while it lives. However many Creates run at once, a
 /// process has one warmer thread: it writes once when started, then every
-/// [`INTERVAL`] until no `AttachLockWarmer` is left.
+/// 4 ms until no `AttachLockWarmer` is left.
 #[derive(Debug)]
 pub struct AttachLockWarmer {
     _private: (),
