@@ -16,6 +16,7 @@ use wasmshim_integration::{
     busybox_image, engines, image, modules, parent_of, runtime, text, wasm_image, Containerd,
 };
 
+mod artifacts;
 #[path = "cache.rs"]
 mod cache;
 mod components;
@@ -66,6 +67,11 @@ const CASES: &[(&str, Case)] = &[
     ("error_missing_module", error_missing_module),
     ("error_missing_function", error_missing_function),
     ("error_corrupt_module", error_corrupt_module),
+    ("artifact_image_runs", artifacts::module_from_the_image_runs),
+    (
+        "artifact_bad_layers_are_refused",
+        artifacts::bad_layers_are_refused,
+    ),
     ("cache_second_start_is_a_hit", cache::second_start_is_a_hit),
     (
         "cache_corrupt_entry_is_rebuilt",
@@ -279,6 +285,7 @@ fn setup() -> anyhow::Result<()> {
         containerd.import(&wasm_image(&image(name), &module, image_env(name))?)?;
     }
     components::import(&containerd, &modules)?;
+    artifacts::import(&containerd, &modules)?;
     let corrupt = modules.join("corrupt.wasm");
     std::fs::write(&corrupt, b"\0asm\x01\0\0\0\x01\xffgarbage")?;
     containerd.import(&wasm_image(&image("corrupt"), &corrupt, &[])?)?;

@@ -1,7 +1,8 @@
 //! [`ShimMain`]: the shim binary's life as containerd drives it: `start`
 //! (fork the server and print its address), serve, `delete` (clean up after a
 //! shim that died). This is where the layers are put together: the task
-//! service gets a launcher of worker processes and containerd's event publisher.
+//! service gets a launcher of worker processes, containerd's images (for
+//! artifact images) and containerd's event publisher.
 //!
 //! `start` places a container: with the others of its pod (CRI sandbox id),
 //! else in a shared shim of up to `WASMSHIM_CONTAINERS_PER_SHIM` containers
@@ -19,6 +20,7 @@ use containerd_shim::{Config, Flags, StartOpts};
 
 use crate::group::{self, NamespaceLock, Placement, SharedGroup};
 use crate::instance::Launcher;
+use crate::oci::image::ContainerdImages;
 use crate::sys::freezer::Freezable;
 use crate::sys::mount_ns::MountNamespace;
 use crate::sys::process::ProcessIsolation;
@@ -41,6 +43,8 @@ pub fn shim_config() -> Config {
 /// containerd's view of one shim process.
 pub struct ShimMain {
     namespace: String,
+    /// containerd's gRPC address (`-address`), where artifact images are read.
+    containerd: String,
     id: String,
     bundle: PathBuf,
     /// The ttrpc address this server listens on (`-socket`).
@@ -56,6 +60,7 @@ impl ShimMain {
         let wasm = ProcessIsolation::worker_binary().expect("the shim binary has a path");
         Launcher::new(Arc::new(Freezable::new(Arc::new(wasm))))
             .with_linux(Arc::new(RuncIsolation::new(&self.namespace)))
+            .with_images(ContainerdImages::new(&self.containerd, &self.namespace))
     }
 }
 
@@ -87,6 +92,7 @@ impl Shim for ShimMain {
         }
         ShimMain {
             namespace: flags.namespace.clone(),
+            containerd: flags.address.clone(),
             id: flags.id.clone(),
             bundle,
             socket: flags.socket.clone(),

@@ -9,6 +9,11 @@
 //! docker-archive `manifest.json` beside it, so that one tar file loads with
 //! `ctr image import`, `docker load` (also before Docker 25) and `podman load`.
 //! [`ImageSpec`] writes any single-layer image (the tests build busybox with it).
+//!
+//! With `--artifact`, the image is a Wasm OCI artifact instead ([`ArtifactSpec`]):
+//! the CNCF Wasm OCI layout, whose one layer is the module itself
+//! (`application/wasm`), not a tar. The shims read such a module from
+//! containerd's content store (see `wasmshim::oci::image`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -45,6 +50,11 @@ pub struct BuildArgs {
     /// Docker 20.10, which refuses to load other operating systems.
     #[arg(long, default_value = "wasi/wasm")]
     pub platform: String,
+    /// Write a Wasm OCI artifact (config `application/vnd.wasm.config.v0+json`,
+    /// the module as its one `application/wasm` layer), which has no
+    /// entrypoint, arguments or environment of its own.
+    #[arg(long, conflicts_with_all = ["path", "args", "env", "platform"])]
+    pub artifact: bool,
     /// Output file.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -63,6 +73,28 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
             "{} is not a WebAssembly module or component",
             args.module.display()
         );
+    }
+    if args.artifact {
+        let title = args
+            .module
+            .file_name()
+            .context("module path has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let artifact = ArtifactSpec {
+            name: args.name.clone(),
+            title,
+            wasm,
+        };
+        let out = std::fs::File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+        artifact.write_archive(out)?;
+        eprintln!(
+            "wrote {} ({}, a Wasm OCI artifact)",
+            args.output.display(),
+            args.name
+        );
+        return Ok(());
     }
     for kv in &args.env {
         if !kv.contains('=') {
@@ -182,41 +214,9 @@ impl ImageSpec {
         let config = serde_json::to_vec(&config)?;
         let config_desc = descriptor(MediaType::ImageConfig, &config)?;
 
-        let mut manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc.clone())
-            .layers(vec![layer_desc.clone()])
-            .build()?;
-        if self.runs_wasm() {
-            manifest.set_annotations(Some(HashMap::from([(
-                VARIANT_ANNOTATION.to_string(),
-                "compat".to_string(),
-            )])));
-        }
-        let manifest = serde_json::to_vec(&manifest)?;
-        let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
-        manifest_desc.set_platform(Some(
-            PlatformBuilder::default()
-                .architecture(arch)
-                .os(os)
-                .build()?,
-        ));
-        let mut annotations =
-            HashMap::from([("io.containerd.image.name".to_string(), reference.whole())]);
-        if let Some(tag) = reference.tag() {
-            annotations.insert(
-                "org.opencontainers.image.ref.name".to_string(),
-                tag.to_string(),
-            );
-        }
-        manifest_desc.set_annotations(Some(annotations));
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![manifest_desc])
-            .build()?;
-        let index = serde_json::to_vec(&index)?;
+        let annotations = self
+            .runs_wasm()
+            .then(|| HashMap::from([(VARIANT_ANNOTATION.to_string(), "compat".to_string())]));
         let blob = |digest: &Digest| format!("blobs/sha256/{}", digest.digest());
         // docker-archive's manifest, pointing at the same blobs.
         let repo_tags = match reference.tag() {
@@ -228,26 +228,16 @@ impl ImageSpec {
             "RepoTags": repo_tags,
             "Layers": [blob(layer_desc.digest())],
         }]))?;
-
-        let mut archive = tar::Builder::new(out);
-        append(
-            &mut archive,
-            "oci-layout",
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-            0o644,
-        )?;
-        append(&mut archive, "index.json", &index, 0o644)?;
-        append(&mut archive, "manifest.json", &docker_manifest, 0o644)?;
-        for blob in [&layer, &config, &manifest] {
-            append(
-                &mut archive,
-                &format!("blobs/sha256/{}", sha256_hex(blob)),
-                blob,
-                0o644,
-            )?;
+        Layout {
+            reference,
+            os,
+            architecture: arch,
+            config: (config_desc, &config),
+            layers: vec![(layer_desc, &layer)],
+            annotations,
+            docker_manifest: Some(docker_manifest),
         }
-        archive.into_inner()?.flush()?;
-        Ok(())
+        .write(out)
     }
 
     /// Whether the entrypoint is a WebAssembly module of the layer.
@@ -280,6 +270,145 @@ impl ImageSpec {
         }
         Ok(layer.into_inner()?)
     }
+}
+
+/// A Wasm OCI artifact image (the CNCF Wasm OCI layout): one module as its
+/// one layer, platform `wasip1/wasm` (`wasip2` for a component).
+#[derive(Debug, Clone)]
+pub struct ArtifactSpec {
+    /// Reference, `repo[:tag]`.
+    pub name: String,
+    /// The module's file name (the layer's title annotation).
+    pub title: String,
+    /// The module or component.
+    pub wasm: Vec<u8>,
+}
+
+impl ArtifactSpec {
+    /// Writes the artifact as an OCI image layout in a tar stream, which
+    /// `ctr image import` takes.
+    pub fn write_archive(&self, out: impl Write) -> anyhow::Result<()> {
+        let reference: Reference = self
+            .name
+            .parse()
+            .with_context(|| format!("image reference {:?}", self.name))?;
+        // `build` refuses what is not Wasm; the tests also write such layers.
+        let os = match wasmshim::engine::WasmKind::of(&self.wasm) {
+            Some(wasmshim::engine::WasmKind::Component) => "wasip2",
+            _ => "wasip1",
+        };
+        let mut layer = descriptor(MediaType::Other(WASM_LAYER.into()), &self.wasm)?;
+        layer.set_annotations(Some(HashMap::from([(
+            "org.opencontainers.image.title".to_string(),
+            self.title.clone(),
+        )])));
+        // The CNCF Wasm OCI config: no entrypoint, args or env.
+        let config = serde_json::to_vec(&serde_json::json!({
+            "created": "1970-01-01T00:00:00Z",
+            "architecture": "wasm",
+            "os": os,
+            "layerDigests": [layer.digest().to_string()],
+        }))?;
+        let config_desc = descriptor(MediaType::Other(WASM_CONFIG.into()), &config)?;
+        Layout {
+            reference,
+            os: Os::from(os),
+            architecture: Arch::from("wasm"),
+            config: (config_desc, &config),
+            layers: vec![(layer, &self.wasm)],
+            annotations: None,
+            docker_manifest: None,
+        }
+        .write(out)
+    }
+}
+
+/// An OCI image layout of one image, as a tar stream: `oci-layout`,
+/// `index.json` (naming the image for `ctr image import`), the blobs, and a
+/// docker-archive `manifest.json` if there is one.
+struct Layout<'a> {
+    reference: Reference,
+    os: Os,
+    architecture: Arch,
+    config: (Descriptor, &'a [u8]),
+    layers: Vec<(Descriptor, &'a [u8])>,
+    /// The manifest's annotations.
+    annotations: Option<HashMap<String, String>>,
+    docker_manifest: Option<Vec<u8>>,
+}
+
+impl Layout<'_> {
+    fn write(self, out: impl Write) -> anyhow::Result<()> {
+        let mut manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(self.config.0.clone())
+            .layers(
+                self.layers
+                    .iter()
+                    .map(|(d, _)| d.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .build()?;
+        manifest.set_annotations(self.annotations);
+        let manifest = serde_json::to_vec(&manifest)?;
+        let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest)?;
+        manifest_desc.set_platform(Some(
+            PlatformBuilder::default()
+                .architecture(self.architecture)
+                .os(self.os)
+                .build()?,
+        ));
+        manifest_desc.set_annotations(Some(name_annotations(&self.reference)));
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![manifest_desc])
+            .build()?;
+        let index = serde_json::to_vec(&index)?;
+
+        let mut archive = tar::Builder::new(out);
+        append(
+            &mut archive,
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+            0o644,
+        )?;
+        append(&mut archive, "index.json", &index, 0o644)?;
+        if let Some(docker_manifest) = &self.docker_manifest {
+            append(&mut archive, "manifest.json", docker_manifest, 0o644)?;
+        }
+        let blobs = self.layers.iter().map(|(_, data)| *data);
+        for blob in blobs.chain([self.config.1, manifest.as_slice()]) {
+            append(
+                &mut archive,
+                &format!("blobs/sha256/{}", sha256_hex(blob)),
+                blob,
+                0o644,
+            )?;
+        }
+        archive.into_inner()?.flush()?;
+        Ok(())
+    }
+}
+
+/// Media type of a Wasm OCI artifact's config.
+const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// Media type of a Wasm OCI artifact's module layer.
+const WASM_LAYER: &str = "application/wasm";
+
+/// The annotations by which `ctr image import` names an image: containerd's
+/// full name, and the OCI tag.
+fn name_annotations(reference: &Reference) -> HashMap<String, String> {
+    let mut annotations =
+        HashMap::from([("io.containerd.image.name".to_string(), reference.whole())]);
+    if let Some(tag) = reference.tag() {
+        annotations.insert(
+            "org.opencontainers.image.ref.name".to_string(),
+            tag.to_string(),
+        );
+    }
+    annotations
 }
 
 fn append<W: Write>(
@@ -411,5 +540,61 @@ mod tests {
         )
         .unwrap();
         assert_eq!(oci_manifest["annotations"][VARIANT_ANNOTATION], "compat");
+    }
+
+    #[test]
+    fn an_artifact_is_the_module_as_its_one_layer() {
+        let blob = |files: &HashMap<String, Vec<u8>>, digest: &serde_json::Value| {
+            let digest = digest.as_str().unwrap().trim_start_matches("sha256:");
+            files[&format!("blobs/sha256/{digest}")].clone()
+        };
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let artifact = ArtifactSpec {
+            name: "hello:v1".into(),
+            title: "hello.wasm".into(),
+            wasm: module.clone(),
+        };
+        let mut tar = Vec::new();
+        artifact.write_archive(&mut tar).unwrap();
+        let files = archive_files(&tar);
+        assert!(
+            !files.contains_key("manifest.json"),
+            "no docker-archive manifest"
+        );
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(entry["platform"]["os"], "wasip1");
+        assert_eq!(entry["platform"]["architecture"], "wasm");
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            "docker.io/library/hello:v1"
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&blob(&files, &entry["digest"])).unwrap();
+        assert_eq!(manifest["config"]["mediaType"], WASM_CONFIG);
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["mediaType"], WASM_LAYER);
+        assert_eq!(
+            layer["annotations"]["org.opencontainers.image.title"],
+            "hello.wasm"
+        );
+        assert_eq!(
+            blob(&files, &layer["digest"]),
+            module,
+            "the layer is the module itself"
+        );
+        let config: serde_json::Value =
+            serde_json::from_slice(&blob(&files, &manifest["config"]["digest"])).unwrap();
+        assert_eq!(config["layerDigests"][0], layer["digest"]);
+
+        let component = ArtifactSpec {
+            wasm: b"\0asm\x0d\0\x01\0".to_vec(),
+            ..artifact.clone()
+        };
+        let mut tar = Vec::new();
+        component.write_archive(&mut tar).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&archive_files(&tar)["index.json"]).unwrap();
+        assert_eq!(index["manifests"][0]["platform"]["os"], "wasip2");
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::oci;
+use crate::oci::image::ContainerdImages;
 use crate::sys::{
     rootfs, CgroupStats as Stats, ContainerProcess, ExecRequest, Isolation, ProcessRequest,
     Spawned, StdioPaths,
@@ -67,6 +68,7 @@ pub struct CreateRequest {
 pub struct Launcher {
     isolation: Arc<dyn Isolation>,
     linux: Option<Arc<dyn Isolation>>,
+    images: Option<ContainerdImages>,
 }
 
 impl Launcher {
@@ -75,6 +77,7 @@ impl Launcher {
         Launcher {
             isolation,
             linux: None,
+            images: None,
         }
     }
 
@@ -82,6 +85,26 @@ impl Launcher {
     pub fn with_linux(mut self, linux: Arc<dyn Isolation>) -> Self {
         self.linux = Some(linux);
         self
+    }
+
+    /// Looks for the module of a container whose entrypoint is not in its
+    /// rootfs in its image's Wasm layers, in `images` (artifact images).
+    pub fn with_images(mut self, images: ContainerdImages) -> Self {
+        self.images = Some(images);
+        self
+    }
+
+    /// Reads the bundle of container `id`: its spec, and what it runs, from
+    /// the rootfs or, for an artifact image, from the image.
+    async fn read_bundle(&self, id: &str, bundle: &Path) -> Result<oci::Bundle> {
+        let spec = oci::load_spec(bundle)?;
+        let from_image = match &self.images {
+            Some(images) if oci::entrypoint_missing(&spec, bundle) => {
+                images.module_of(id, bundle).await?
+            }
+            _ => None,
+        };
+        oci::bundle_of(spec, bundle, from_image.as_ref())
     }
 
     /// Cleans up after the shim of container `id` died: what it set up for
@@ -137,7 +160,7 @@ impl Launcher {
             stderr: request.stderr,
         };
         let spawned = async {
-            let bundle = oci::load_bundle(&request.bundle)?;
+            let bundle = self.read_bundle(&request.id, &request.bundle).await?;
             self.isolation_for(&bundle)?
                 .create(&ProcessRequest {
                     id: &request.id,
@@ -153,6 +176,7 @@ impl Launcher {
             Ok(spawned) => spawned,
             Err(e) => {
                 log::warn!("container {}: create failed: {}", request.id, e.message());
+                let _ = std::fs::remove_file(request.bundle.join(oci::image::MODULE_FILE));
                 if let Some(dir) = &rootfs {
                     if let Err(u) = rootfs::unmount(dir) {
                         log::error!("container {}: {}", request.id, u.message());

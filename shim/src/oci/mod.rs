@@ -5,7 +5,9 @@
 //! runwasi's entrypoint convention: `process.args[0]` is the module's path in
 //! the rootfs (absolute, or relative to `process.cwd`), optionally suffixed
 //! `#function`; the rest of the args and `process.env` go to WASI; the rootfs is
-//! preopened at `/`, each bind mount at its destination.
+//! preopened at `/`, each bind mount at its destination. An image whose
+//! layers are Wasm modules rather than rootfs tars gives the module instead
+//! ([`image`]).
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -14,6 +16,9 @@ use oci_spec::runtime::{Mount, Spec};
 
 use crate::engine::{has_wasm_magic, Preopen, RunSpec, MAX_MODULE_BYTES};
 use crate::error::{Error, Result};
+use image::ImageModule;
+
+pub mod image;
 
 /// The function a module runs when the entrypoint names none.
 pub const DEFAULT_ENTRY: &str = "_start";
@@ -71,9 +76,15 @@ fn parse_spec(json: &[u8]) -> std::result::Result<Spec, String> {
 /// a module is then checked as far as it can be without an engine (it exists
 /// inside the rootfs and is WebAssembly). Anything else is a Linux program.
 pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
-    let spec = load_spec(bundle)?;
+    bundle_of(load_spec(bundle)?, bundle, None)
+}
+
+/// What `spec` (of `bundle`) runs, as [`load_bundle`] tells it; with
+/// `from_image`, the module of the container's artifact image, whatever
+/// the rootfs holds.
+pub fn bundle_of(spec: Spec, bundle: &Path, from_image: Option<&ImageModule>) -> Result<Bundle> {
     let rootfs = rootfs_of(&spec, bundle)?;
-    let workload = if is_wasm_entrypoint(&spec, &rootfs) {
+    let workload = if from_image.is_some() || is_wasm_entrypoint(&spec, &rootfs) {
         // The shim has no terminal to give a module (the OCI CLI has: its
         // caller passes a console socket).
         check_no_terminal(
@@ -82,11 +93,38 @@ pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
                 .and_then(|p| p.terminal())
                 .unwrap_or(false),
         )?;
-        Workload::Wasm(run_spec(&spec, &rootfs)?)
+        Workload::Wasm(module_run_spec(&spec, &rootfs, from_image)?)
     } else {
         Workload::Linux
     };
     Ok(Bundle { spec, workload })
+}
+
+/// Whether the entrypoint of `spec` (of `bundle`) names no file in the
+/// rootfs, or there is none: the module may then be in the container's
+/// image ([`image`]). A program found through `PATH` counts as missing.
+pub fn entrypoint_missing(spec: &Spec, bundle: &Path) -> bool {
+    let Some(first) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+    else {
+        return true;
+    };
+    let Ok(rootfs) = rootfs_of(spec, bundle) else {
+        return false;
+    };
+    let Ok(root) = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority()) else {
+        return false;
+    };
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_default();
+    let (name, _) = split_entrypoint(first);
+    !root.exists(path_in_rootfs(&cwd, Path::new(name)))
 }
 
 /// The rootfs directory of `spec` (`root.path`, relative to `bundle`).
@@ -103,9 +141,10 @@ pub fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 }
 
 /// Whether `spec` (of `bundle`) runs a WebAssembly module rather than a Linux
-/// program, by the rule of [`load_bundle`].
+/// program, by the rule of [`load_bundle`], or ran its image's module.
 pub fn runs_wasm(spec: &Spec, bundle: &Path) -> bool {
-    rootfs_of(spec, bundle).is_ok_and(|rootfs| is_wasm_entrypoint(spec, &rootfs))
+    bundle.join(image::MODULE_FILE).is_file()
+        || rootfs_of(spec, bundle).is_ok_and(|rootfs| is_wasm_entrypoint(spec, &rootfs))
 }
 
 /// Whether the spec's entrypoint names a WebAssembly module (see [`load_bundle`]).
@@ -187,25 +226,45 @@ pub fn parse_process(json: &[u8]) -> Result<oci_spec::runtime::Process> {
 /// the host. `process.terminal` is the caller's to check ([`load_bundle`]
 /// refuses it for the shim).
 pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
+    module_run_spec(spec, rootfs, None)
+}
+
+/// [`run_spec`], with the module of the container's image when there is one:
+/// `process.args[0]`, if given, then names the module only for the module
+/// itself (argv\[0\]) and may give its `#function`.
+fn module_run_spec(
+    spec: &Spec,
+    rootfs: &Path,
+    from_image: Option<&ImageModule>,
+) -> Result<RunSpec> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("OCI spec has no process".into()))?;
     let args = process.args().clone().unwrap_or_default();
-    let Some(first) = args.first() else {
-        return Err(Error::InvalidArgument(
-            "OCI spec has no process.args: the first arg must name the .wasm module".into(),
-        ));
+    let (module, module_name, entry) = match (from_image, args.first()) {
+        (Some(image), first) => {
+            let (name, entry) = first.map_or(("", DEFAULT_ENTRY), |a| split_entrypoint(a));
+            let name = if name.is_empty() { &image.name } else { name };
+            (image.path.clone(), name.to_string(), entry)
+        }
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "OCI spec has no process.args: the first arg must name the .wasm module".into(),
+            ))
+        }
+        (None, Some(first)) => {
+            let (module_name, entry) = split_entrypoint(first);
+            if module_name.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "entrypoint '{first}' names no module"
+                )));
+            }
+            let relative = path_in_rootfs(process.cwd(), Path::new(module_name));
+            check_module_file(rootfs, &relative, module_name)?;
+            (rootfs.join(&relative), module_name.to_string(), entry)
+        }
     };
-    let (module_name, entry) = split_entrypoint(first);
-    if module_name.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "entrypoint '{first}' names no module"
-        )));
-    }
-    let relative = path_in_rootfs(process.cwd(), Path::new(module_name));
-    check_module_file(rootfs, &relative, module_name)?;
-    let module = rootfs.join(&relative);
 
     let env = process
         .env()
@@ -232,11 +291,11 @@ pub fn run_spec(spec: &Spec, rootfs: &Path) -> Result<RunSpec> {
         preopens.extend(bind_preopen(mount)?);
     }
 
-    let mut wasi_args = vec![module_name.to_string()];
-    wasi_args.extend(args[1..].iter().cloned());
+    let mut wasi_args = vec![module_name.clone()];
+    wasi_args.extend(args.iter().skip(1).cloned());
     Ok(RunSpec {
         module,
-        module_name: module_name.to_string(),
+        module_name,
         entry: entry.to_string(),
         args: wasi_args,
         env,
@@ -254,7 +313,7 @@ pub fn split_entrypoint(arg: &str) -> (&str, &str) {
 }
 
 /// The path, relative to the rootfs, of `path` (absolute, or relative to `cwd`).
-/// Purely lexical: symlinks and `..` are resolved by [`check_module_file`].
+/// Purely lexical: symlinks and `..` are resolved by `check_module_file`.
 pub fn path_in_rootfs(cwd: &Path, path: &Path) -> PathBuf {
     let full = if path.is_absolute() {
         path.to_path_buf()
@@ -431,6 +490,58 @@ mod tests {
             err.to_string().contains("is not a WebAssembly module"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_artifact_images_module_runs_whatever_the_rootfs_holds() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(bundle.path().join("rootfs/bin")).unwrap();
+        std::fs::write(bundle.path().join("rootfs/bin/sh"), b"\x7fELF\x02").unwrap();
+        let missing = |args: &[&str]| entrypoint_missing(&spec_with(args, vec![]), bundle.path());
+        assert!(missing(&[]), "no args: the image may give the module");
+        assert!(missing(&["/app.wasm#run"]));
+        assert!(missing(&["sh"]), "a PATH name is not a file at cwd /app");
+        assert!(!missing(&["/bin/sh"]));
+
+        let from_image = ImageModule {
+            path: bundle.path().join(image::MODULE_FILE),
+            name: "hello.wasm".into(),
+        };
+        let run = |args: &[&str]| match bundle_of(
+            spec_with(args, vec![]),
+            bundle.path(),
+            Some(&from_image),
+        )
+        .unwrap()
+        {
+            Bundle {
+                workload: Workload::Wasm(run),
+                ..
+            } => run,
+            Bundle { .. } => panic!("an artifact image's container runs Linux"),
+        };
+        let bare = run(&[]);
+        assert_eq!(bare.module, from_image.path);
+        assert_eq!(
+            (bare.module_name.as_str(), bare.entry.as_str()),
+            ("hello.wasm", "_start")
+        );
+        assert_eq!(bare.args, ["hello.wasm"]);
+        let named = run(&["/app.wasm#run", "x"]);
+        assert_eq!(
+            named.module, from_image.path,
+            "args[0] names, the image gives"
+        );
+        assert_eq!(
+            (named.entry.as_str(), named.args),
+            ("run", vec!["/app.wasm".to_string(), "x".into()])
+        );
+
+        // A later `delete` of a crashed shim tells the container ran Wasm.
+        let spec = spec_with(&["/bin/sh"], vec![]);
+        assert!(!runs_wasm(&spec, bundle.path()));
+        std::fs::write(&from_image.path, b"\0asm\x01\0\0\0").unwrap();
+        assert!(runs_wasm(&spec, bundle.path()));
     }
 
     #[test]

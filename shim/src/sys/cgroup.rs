@@ -197,7 +197,7 @@ impl Cgroup {
     }
 
     /// Removes the cgroup, killing anything still in it, and waits up to
-    /// [`REMOVE_PATIENCE`] for what it killed to leave. `libcgroups` kills
+    /// `REMOVE_PATIENCE` for what it killed to leave. `libcgroups` kills
     /// and then retries `rmdir` for about 100 ms; a process killed a moment
     /// before (a worker whose shim was SIGKILLed, unmapping its memory on a
     /// busy node) can take longer, and the cgroup would be left behind.
