@@ -29,7 +29,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use sha2::{Digest as _, Sha256};
 
 use crate::engine::{has_wasm_magic, MAX_MODULE_BYTES};
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Media type of the config of a CNCF Wasm OCI artifact.
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -84,24 +84,26 @@ impl ContainerdImages {
     /// [`MODULE_FILE`] when that image is a Wasm artifact.
     ///
     /// `None` when the container has no image, or an image without Wasm
-    /// layers, or containerd could not be asked (logged): the caller then
+    /// layers, or containerd could not tell (logged): the caller then
     /// reports the missing entrypoint as it would without images. An error
-    /// when the layer is no module, is too large, or does not match its digest.
-    pub async fn module_of(&self, id: &str, bundle: &Path) -> Result<Option<ImageModule>> {
-        let found = tokio::time::timeout(PATIENCE, self.fetch_module(id))
-            .await
-            .unwrap_or_else(|_| Err(Lookup::Unreachable(format!("no answer in {PATIENCE:?}"))));
-        let (layer, wasm) = match found {
+    /// once a Wasm layer is found that cannot be run: it cannot be read, is
+    /// too large, does not match its digest or is no WebAssembly.
+    pub async fn module_of(
+        &self,
+        id: &str,
+        bundle: &Path,
+    ) -> crate::error::Result<Option<ImageModule>> {
+        let (layer, wasm) = match self.fetch_module(id).await {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(None),
-            Err(Lookup::Unreachable(why)) => {
+            Err(Lookup::NoAnswer(why)) => {
                 log::warn!(
                     "container {id}: asking containerd ({}) for its image's Wasm layers: {why}",
                     self.socket.display()
                 );
                 return Ok(None);
             }
-            Err(Lookup::Invalid(why)) => return Err(Error::InvalidArgument(why)),
+            Err(Lookup::Unusable(why)) => return Err(Error::InvalidArgument(why)),
         };
         let path = bundle.join(MODULE_FILE);
         write_module(&path, &wasm)
@@ -114,39 +116,52 @@ impl ContainerdImages {
 
     /// The first Wasm layer of container `id`'s image and its content, if
     /// the image has one.
-    async fn fetch_module(
-        &self,
-        id: &str,
-    ) -> std::result::Result<Option<(WasmLayer, Vec<u8>)>, Lookup> {
+    async fn fetch_module(&self, id: &str) -> Result<Option<(WasmLayer, Vec<u8>)>, Lookup> {
+        let no_answer = || Lookup::NoAnswer(format!("no answer in {PATIENCE:?}"));
         let channel = containerd_client::connect(&self.socket)
             .await
-            .map_err(|e| Lookup::Unreachable(format!("connecting: {e}")))?;
-        let Some((image, layer)) = self.wasm_layer_of(&channel, id).await? else {
+            .map_err(|e| Lookup::NoAnswer(format!("connecting: {e}")))?;
+        let found = tokio::time::timeout(PATIENCE, self.wasm_layer_of(&channel, id))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(Lookup::NoAnswer)?;
+        let Some((image, layer)) = found else {
             return Ok(None);
         };
         log::debug!(
             "container {id}: running layer {} of Wasm artifact image {image}",
             layer.digest
         );
-        let wasm = self.read_layer(&channel, &image, &layer).await?;
+        let unusable = |why: String| {
+            Lookup::Unusable(format!(
+                "image {image}: Wasm layer {} ({}): {why}",
+                layer.digest, layer.media_type
+            ))
+        };
+        let wasm = tokio::time::timeout(PATIENCE, self.read_layer(&channel, &layer))
+            .await
+            .map_err(|_| unusable(format!("reading it: no answer in {PATIENCE:?}")))?
+            .map_err(unusable)?;
         Ok(Some((layer, wasm)))
     }
 
     /// The image of container `id` and its first Wasm layer, if it has one.
+    /// Until a Wasm layer is found, the image may be any image: what does
+    /// not parse has none.
     async fn wasm_layer_of(
         &self,
         channel: &Channel,
         id: &str,
-    ) -> std::result::Result<Option<(String, WasmLayer)>, Lookup> {
+    ) -> Result<Option<(String, WasmLayer)>, String> {
         let ns = self.namespace.as_str();
         let request = with_namespace!(GetContainerRequest { id: id.to_string() }, ns);
         let container = ContainersClient::new(channel.clone())
             .get(request)
             .await
-            .map_err(|s| Lookup::Unreachable(format!("container {id}: {}", s.message())))?
+            .map_err(|s| format!("container {id}: {}", s.message()))?
             .into_inner()
             .container
-            .ok_or_else(|| Lookup::Unreachable(format!("container {id}: no container")))?;
+            .ok_or_else(|| format!("container {id}: no container"))?;
         if container.image.is_empty() {
             return Ok(None);
         }
@@ -161,12 +176,7 @@ impl ContainerdImages {
             Ok(reply) => reply.into_inner().image.and_then(|i| i.target),
             // The image was removed after the container was made of it.
             Err(s) if s.code() == Code::NotFound => None,
-            Err(s) => {
-                return Err(Lookup::Unreachable(format!(
-                    "image {image}: {}",
-                    s.message()
-                )))
-            }
+            Err(s) => return Err(format!("image {image}: {}", s.message())),
         };
         let Some(target) = target else {
             return Ok(None);
@@ -176,12 +186,13 @@ impl ContainerdImages {
             let json = self
                 .read(&mut content, &target.digest, MAX_MANIFEST_BYTES)
                 .await?;
-            let index = ImageIndex::from_reader(json.as_slice())
-                .map_err(|e| Lookup::Invalid(format!("image {image}: its index: {e}")))?;
-            match choose_manifest(&index) {
-                Some(digest) => digest,
-                None => return Ok(None),
-            }
+            let Some(digest) = ImageIndex::from_reader(json.as_slice())
+                .ok()
+                .and_then(|index| choose_manifest(&index))
+            else {
+                return Ok(None);
+            };
+            digest
         } else {
             target.digest
         };
@@ -195,30 +206,19 @@ impl ContainerdImages {
         Ok(wasm_layer(&manifest).map(|layer| (image, layer)))
     }
 
-    /// Reads the module of `layer`, checked against its digest and size.
-    async fn read_layer(
-        &self,
-        channel: &Channel,
-        image: &str,
-        layer: &WasmLayer,
-    ) -> std::result::Result<Vec<u8>, Lookup> {
-        let invalid = |why: String| {
-            Lookup::Invalid(format!(
-                "image {image}: Wasm layer {} ({}): {why}",
-                layer.digest, layer.media_type
-            ))
-        };
+    /// Reads the module of `layer`, checked against its size and digest.
+    async fn read_layer(&self, channel: &Channel, layer: &WasmLayer) -> Result<Vec<u8>, String> {
         if layer.size > MAX_MODULE_BYTES {
-            return Err(invalid(format!(
+            return Err(format!(
                 "{} bytes, more than the {MAX_MODULE_BYTES} a module may have",
                 layer.size
-            )));
+            ));
         }
         let mut content = ContentClient::new(channel.clone());
         let wasm = self
             .read(&mut content, &layer.digest, MAX_MODULE_BYTES)
             .await?;
-        check_layer(&wasm, &layer.digest).map_err(invalid)?;
+        check_layer(&wasm, &layer.digest)?;
         Ok(wasm)
     }
 
@@ -228,7 +228,7 @@ impl ContainerdImages {
         content: &mut ContentClient<Channel>,
         digest: &str,
         limit: u64,
-    ) -> std::result::Result<Vec<u8>, Lookup> {
+    ) -> Result<Vec<u8>, String> {
         let ns = self.namespace.as_str();
         let request = with_namespace!(
             ReadContentRequest {
@@ -238,21 +238,14 @@ impl ContainerdImages {
             },
             ns
         );
-        let unreachable = |s: containerd_client::tonic::Status| {
-            Lookup::Unreachable(format!("reading {digest}: {}", s.message()))
-        };
-        let mut stream = content
-            .read(request)
-            .await
-            .map_err(unreachable)?
-            .into_inner();
+        let failed =
+            |s: containerd_client::tonic::Status| format!("reading {digest}: {}", s.message());
+        let mut stream = content.read(request).await.map_err(failed)?.into_inner();
         let mut data = Vec::new();
-        while let Some(chunk) = stream.message().await.map_err(unreachable)? {
+        while let Some(chunk) = stream.message().await.map_err(failed)? {
             data.extend_from_slice(&chunk.data);
             if data.len() as u64 > limit {
-                return Err(Lookup::Invalid(format!(
-                    "{digest} is more than {limit} bytes"
-                )));
+                return Err(format!("{digest} is more than {limit} bytes"));
             }
         }
         Ok(data)
@@ -263,9 +256,10 @@ impl ContainerdImages {
 enum Lookup {
     /// containerd could not tell (not reachable, no such container): the
     /// shim goes on as if the image had no Wasm layer.
-    Unreachable(String),
-    /// The image's content is wrong: the container must not start.
-    Invalid(String),
+    NoAnswer(String),
+    /// The image has a Wasm layer that cannot be run: the container must
+    /// not start.
+    Unusable(String),
 }
 
 /// One Wasm layer of a manifest.
@@ -325,7 +319,7 @@ fn wasm_layer(manifest: &ImageManifest) -> Option<WasmLayer> {
 }
 
 /// Checks that `wasm` is the blob `digest` names and a WebAssembly binary.
-fn check_layer(wasm: &[u8], digest: &str) -> std::result::Result<(), String> {
+fn check_layer(wasm: &[u8], digest: &str) -> Result<(), String> {
     let actual = format!("sha256:{:x}", Sha256::digest(wasm));
     if actual != digest {
         return Err(format!("its content has digest {actual}"));
