@@ -327,17 +327,31 @@ fn still_running(env: &Env, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The hooks get the container's state on stdin, `poststop` runs once (also
+/// after containerd's `delete` of the shim that follows every Delete), and a
+/// failing `createRuntime` hook fails Create with its message.
 pub fn hooks_get_state_and_fail_create(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let dir = host_dir(env, id)?;
     let state = dir.join("state.json");
+    let poststop = dir.join("poststop.log");
     let spec = write_spec(env, id, "hello.wasm", &[], |s| {
         s["hooks"] = serde_json::json!({
             "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", state.display())]}],
-            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}.prestart", state.display())]}]
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("touch {}.prestart", state.display())]}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("echo ran >> {}", poststop.display())]}]
         });
     })?;
     let out = run_spec(env, rt, id, &spec);
     expect_output(&out, &["Hello from WebAssembly"])?;
+    // containerd awaits its `delete` of the shim before `ctr run --rm`
+    // returns; the pause only makes a late second run visible.
+    std::thread::sleep(Duration::from_millis(200));
+    let runs = std::fs::read_to_string(&poststop).context("the poststop hook did not run")?;
+    ensure!(
+        runs.lines().count() == 1,
+        "the poststop hook ran {} times",
+        runs.lines().count()
+    );
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&state).context("the createRuntime hook wrote no state")?,
     )?;

@@ -77,6 +77,7 @@ pub fn help_text(engine: &dyn Engine) -> String {
 /// Runs as containerd's shim (`start`, `delete`, or the ttrpc server), or,
 /// when started by a shim, as its template or as a container's worker.
 pub fn run<E: Engine + Default>(revision: &str) {
+    warm_if_starting();
     let engine = E::default();
     if sys::worker::is_worker() {
         sys::worker::main(&engine);
@@ -112,6 +113,7 @@ pub fn run<E: Engine + Default>(revision: &str) {
 /// spawns from the engine binary beside it, and turns into that engine
 /// binary for everything else.
 pub fn run_front(engine: &str) {
+    warm_if_starting();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if !front::runs_itself(&args) {
         eprintln!("{}", front::exec_engine_binary(&args));
@@ -130,6 +132,20 @@ pub fn run_front(engine: &str) {
         sys::attach_lock::AttachLockWarmer::once();
     }
     run_containerd_shim(&runtime_name_of(engine));
+}
+
+/// For containerd's `start` (its action comes last), which precedes the
+/// new shim's first Create by 8-10 ms: begins the cgroup attach lock's
+/// grace period now (see `sys/attach_lock.rs`). First in `main`, while the
+/// process has one thread.
+fn warm_if_starting() {
+    if std::env::args_os()
+        .last()
+        .is_some_and(|action| action == "start")
+    {
+        // The child ends by itself; whoever inherits it reaps it.
+        let _ = sys::attach_lock::warm_from_child();
+    }
 }
 
 /// Runs containerd-shim's command line (`start`, `delete`, or the server)

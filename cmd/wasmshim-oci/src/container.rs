@@ -292,7 +292,10 @@ fn thaw_if_frozen(saved: &Saved) {
 fn release(id: &str, bundle: &Path, pid: u32) {
     match reopen(id, bundle, pid) {
         Ok(enclosure) => match runtime() {
-            Ok(rt) => rt.block_on(enclosure.delete()),
+            Ok(rt) => {
+                // A cgroup left behind is logged by `delete`.
+                rt.block_on(enclosure.delete());
+            }
             Err(e) => log::error!("container {id}: {e:#}"),
         },
         Err(e) => log::error!("container {id}: {e:#}"),

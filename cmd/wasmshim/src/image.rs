@@ -392,10 +392,11 @@ impl Layout<'_> {
     }
 }
 
-/// Media type of a Wasm OCI artifact's config.
-const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
-/// Media type of a Wasm OCI artifact's module layer.
-const WASM_LAYER: &str = "application/wasm";
+/// Media type of a Wasm OCI artifact's config: the one the shim recognises.
+const WASM_CONFIG: &str = wasmshim::oci::image::WASM_CONFIG_MEDIA_TYPE;
+/// Media type of a Wasm OCI artifact's module layer (the CNCF layout's), the
+/// first the shim looks for.
+const WASM_LAYER: &str = wasmshim::oci::image::WASM_LAYER_MEDIA_TYPES[0];
 
 /// The annotations by which `ctr image import` names an image: containerd's
 /// full name, and the OCI tag.

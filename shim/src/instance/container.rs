@@ -19,6 +19,11 @@ use crate::sys::{
     Spawned, StdioPaths,
 };
 
+/// The file a container's Delete writes in its bundle once nothing of the
+/// container is left: its process's surroundings released, its rootfs
+/// unmounted. [`Launcher::cleanup`] then has nothing to do.
+const RELEASED_FILE: &str = "wasmshim-released";
+
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -109,8 +114,14 @@ impl Launcher {
 
     /// Cleans up after the shim of container `id` died: what it set up for
     /// the bundle (the process's surroundings, the rootfs mount) must not
-    /// outlive it.
+    /// outlive it. containerd asks for this whenever a shim's connection
+    /// closes, also after a Delete that released everything already: then
+    /// there is nothing to do, and the `poststop` hooks must not run twice.
     pub async fn cleanup(&self, id: &str, bundle: &Path) -> Result<()> {
+        if bundle.join(RELEASED_FILE).exists() {
+            log::debug!("container {id}: released at its Delete, nothing to clean up");
+            return Ok(());
+        }
         let released = match oci::load_spec(bundle) {
             Ok(spec) => {
                 let isolation = match (oci::runs_wasm(&spec, bundle), &self.linux) {
@@ -188,6 +199,7 @@ impl Launcher {
         Ok(Container::watched(
             request.id,
             request.bundle,
+            true,
             rootfs,
             stdio,
             spawned,
@@ -210,6 +222,9 @@ enum State {
 pub struct Container {
     id: String,
     bundle: PathBuf,
+    /// The container's own process, not an exec: its Delete releases what
+    /// surrounds the bundle's container.
+    init: bool,
     /// The rootfs this container mounted, unmounted at delete.
     rootfs: Option<PathBuf>,
     stdio: StdioPaths,
@@ -222,6 +237,7 @@ impl Container {
     fn new(
         id: String,
         bundle: PathBuf,
+        init: bool,
         rootfs: Option<PathBuf>,
         stdio: StdioPaths,
         process: Box<dyn ContainerProcess>,
@@ -229,6 +245,7 @@ impl Container {
         Container {
             id,
             bundle,
+            init,
             rootfs,
             stdio,
             process,
@@ -237,15 +254,24 @@ impl Container {
         }
     }
 
-    /// A container of `spawned`, whose exit is recorded as soon as it happens.
+    /// A container of `spawned` (`init`: the container's own process, not an
+    /// exec), whose exit is recorded as soon as it happens.
     fn watched(
         id: String,
         bundle: PathBuf,
+        init: bool,
         rootfs: Option<PathBuf>,
         stdio: StdioPaths,
         spawned: Spawned,
     ) -> Arc<Container> {
-        let container = Arc::new(Container::new(id, bundle, rootfs, stdio, spawned.process));
+        let container = Arc::new(Container::new(
+            id,
+            bundle,
+            init,
+            rootfs,
+            stdio,
+            spawned.process,
+        ));
         let watched = container.clone();
         let exit = spawned.exit;
         tokio::spawn(async move {
@@ -286,6 +312,7 @@ impl Container {
         Ok(Container::watched(
             exec_id.to_string(),
             self.bundle.clone(),
+            false,
             None,
             stdio,
             spawned,
@@ -475,9 +502,15 @@ impl Container {
         }
         let exit = self.wait().await;
         // The cgroup and the poststop hooks, once the process is gone.
-        self.process.release().await;
+        let released = self.process.release().await;
         if let Some(dir) = &self.rootfs {
             rootfs::unmount(dir)?;
+        }
+        if released && self.init {
+            let file = self.bundle.join(RELEASED_FILE);
+            if let Err(e) = std::fs::write(&file, b"") {
+                log::warn!("container {}: writing {}: {e}", self.id, file.display());
+            }
         }
         Ok(exit)
     }
@@ -594,6 +627,57 @@ mod tests {
         assert_eq!(iso.process("c1").signals(), vec![9]);
         assert_eq!(exit.status, 137);
         assert_eq!(iso.process("c1").starts(), 0);
+    }
+
+    /// containerd runs the shim's `delete` whenever a shim's connection
+    /// closes: after a Delete that released everything, it must not release
+    /// the container again (its `poststop` hooks would run twice).
+    #[tokio::test]
+    async fn cleanup_after_a_complete_delete_does_nothing() {
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, bundle) = created(&iso).await;
+        c.delete().await.unwrap();
+        let launcher = Launcher::new(iso.clone());
+        launcher.cleanup("c1", bundle.path()).await.unwrap();
+        assert_eq!(iso.orphans_released(), 0);
+    }
+
+    /// Without a complete Delete (none, or one that left the cgroup) the
+    /// cleanup releases the container.
+    #[tokio::test]
+    async fn cleanup_without_a_complete_delete_releases() {
+        let iso = Arc::new(FakeIsolation::default());
+        let (_, crashed) = created(&iso).await;
+        let launcher = Launcher::new(iso.clone());
+        launcher.cleanup("c1", crashed.path()).await.unwrap();
+        assert_eq!(iso.orphans_released(), 1);
+
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, bundle) = created(&iso).await;
+        iso.process("c1").fail_release();
+        c.delete().await.unwrap();
+        let launcher = Launcher::new(iso.clone());
+        launcher.cleanup("c1", bundle.path()).await.unwrap();
+        assert_eq!(iso.orphans_released(), 1);
+    }
+
+    /// An exec's Delete releases nothing of its container's.
+    #[tokio::test]
+    async fn an_exec_delete_leaves_the_container_to_clean_up() {
+        let iso = Arc::new(FakeIsolation::default());
+        let (c, bundle) = created(&iso).await;
+        c.start().await.unwrap();
+        iso.process("c1").allow_exec();
+        let spec = br#"{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}}"#;
+        let exec = c
+            .exec("e1", spec, StdioPaths::default(), false)
+            .await
+            .unwrap();
+        iso.process("c1").exec_process("e1").exit(0);
+        exec.delete().await.unwrap();
+        let launcher = Launcher::new(iso.clone());
+        launcher.cleanup("c1", bundle.path()).await.unwrap();
+        assert_eq!(iso.orphans_released(), 1);
     }
 
     #[tokio::test]

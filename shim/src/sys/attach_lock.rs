@@ -27,8 +27,14 @@
 //! `/proc/thread-self/cgroup` and the usual mount points under
 //! `/sys/fs/cgroup`, not from `/proc/self/mountinfo` as `libcgroups` finds
 //! them: reading that costs milliseconds where a host has many mounts.
+//!
+//! containerd's `start`, the first process of a new shim, begins the wait
+//! earliest, 8-10 ms before the server's first Create: [`warm_from_child`]
+//! writes from a child process that exits once its write returns, since a
+//! write that waits would hold `start` itself, whose exit containerd awaits.
 
 use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -93,6 +99,64 @@ impl AttachLockWarmer {
 impl Drop for AttachLockWarmer {
     fn drop(&mut self) {
         shared().holders -= 1;
+    }
+}
+
+/// Begins the grace period's wait from a child process, for containerd's
+/// `start`: the child closes every file it inherited (containerd reads
+/// `start`'s output until no process holds it), writes its own pid to its
+/// own cgroup, which moves nothing, and exits when the write returns, a
+/// grace period later at most. `start` goes on at once. Returns the child's
+/// pid, or `None` where no cgroup file can be written or no process forked.
+/// Call it while the process has one thread.
+pub fn warm_from_child() -> Option<nix::unistd::Pid> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let file = candidates(&text)
+        .into_iter()
+        .find_map(|path| std::fs::OpenOptions::new().write(true).open(path).ok())?;
+    // SAFETY: the child calls only async-signal-safe functions (close,
+    // close_range, getpid, write, _exit) before it exits, on memory of its
+    // own; the parent goes on as before.
+    match unsafe { libc::fork() } {
+        // SAFETY: this is the child just forked.
+        0 => unsafe { write_own_pid_and_exit(file.as_raw_fd()) },
+        -1 => None,
+        pid => Some(nix::unistd::Pid::from_raw(pid)),
+    }
+}
+
+/// The child of [`warm_from_child`]: closes every file but `fd`, writes its
+/// pid to `fd` and exits.
+///
+/// # Safety
+/// Only in a child just forked: the files closed are the process's.
+unsafe fn write_own_pid_and_exit(fd: RawFd) -> ! {
+    // SAFETY: see above; `pid` is a live buffer of the length given.
+    unsafe {
+        for other in 0..fd {
+            libc::close(other);
+        }
+        let first_after = (fd + 1) as libc::c_uint;
+        libc::syscall(libc::SYS_close_range, first_after, libc::c_uint::MAX, 0);
+        let mut buffer = [0u8; 10];
+        let pid = decimal(libc::getpid() as u32, &mut buffer);
+        // Refused or not, the kernel took the lock first (see `warm`).
+        libc::write(fd, pid.as_ptr().cast(), pid.len());
+        libc::_exit(0)
+    }
+}
+
+/// `n` in decimal digits, written to the end of `buffer`, without allocating
+/// (for the child of [`warm_from_child`]).
+fn decimal(mut n: u32, buffer: &mut [u8; 10]) -> &[u8] {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buffer[start..];
+        }
     }
 }
 
@@ -185,6 +249,34 @@ mod tests {
             ]
         );
         assert!(candidates("garbage\n").is_empty());
+    }
+
+    #[test]
+    fn decimal_writes_digits() {
+        let mut buffer = [0u8; 10];
+        assert_eq!(decimal(0, &mut buffer), b"0");
+        assert_eq!(decimal(4_194_304, &mut buffer), b"4194304");
+        assert_eq!(decimal(u32::MAX, &mut buffer), b"4294967295");
+    }
+
+    /// The child moves nothing, ends by itself (a grace period at most) and
+    /// exits 0; without a writable cgroup file (not root) there is none.
+    #[test]
+    fn warming_from_a_child_moves_nothing_and_ends() {
+        let before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let writable = candidates(&before)
+            .iter()
+            .any(|path| std::fs::OpenOptions::new().write(true).open(path).is_ok());
+        let child = warm_from_child();
+        assert_eq!(child.is_some(), writable);
+        if let Some(pid) = child {
+            let status = nix::sys::wait::waitpid(pid, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        }
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+            before
+        );
     }
 
     /// The warmer moves nothing: this test process stays in the cgroups it

@@ -119,17 +119,25 @@ impl Enclosure {
         self.cgroup.frozen()
     }
 
-    /// Removes the cgroup (the worker must be gone). Failed Create uses this.
-    pub fn remove(&self) {
-        if let Err(e) = self.cgroup.remove() {
-            log::error!("container {}: {e}", self.id);
+    /// Removes the cgroup (the worker must be gone), or logs why not and
+    /// returns false. Failed Create uses this.
+    pub fn remove(&self) -> bool {
+        match self.cgroup.remove() {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("container {}: {e}", self.id);
+                false
+            }
         }
     }
 
-    /// Delete: removes the cgroup, then runs the `poststop` hooks.
-    pub async fn delete(&self) {
-        self.remove();
+    /// Delete: removes the cgroup, then runs the `poststop` hooks (whose
+    /// failures are logged, as the runtime spec asks). Returns whether the
+    /// cgroup is gone.
+    pub async fn delete(&self) -> bool {
+        let removed = self.remove();
         hooks::run_logged(HookKind::Poststop, &self.plan.hooks, &self.context(0)).await;
+        removed
     }
 }
 

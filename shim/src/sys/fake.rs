@@ -23,6 +23,7 @@ pub struct FakeIsolation {
     hold_create: Mutex<bool>,
     create_called: Notify,
     create_released: Notify,
+    orphans_released: AtomicU32,
 }
 
 impl FakeIsolation {
@@ -55,6 +56,11 @@ impl FakeIsolation {
     pub fn release_create(&self) {
         self.create_released.notify_one();
     }
+
+    /// How many times the cleanup after a dead shim released a container.
+    pub fn orphans_released(&self) -> u32 {
+        self.orphans_released.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -65,6 +71,7 @@ impl Isolation for FakeIsolation {
         _bundle: &std::path::Path,
         _spec: &oci_spec::runtime::Spec,
     ) -> Result<()> {
+        self.orphans_released.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -121,6 +128,8 @@ pub struct FakeProcess {
     /// Its execs by exec id, once execs are allowed (a Linux container);
     /// `None`: exec is refused as for a Wasm container.
     execs: Mutex<Option<HashMap<String, Arc<FakeProcess>>>>,
+    /// Whether releasing its surroundings at Delete fails.
+    release_fails: std::sync::atomic::AtomicBool,
 }
 
 impl FakeProcess {
@@ -164,6 +173,11 @@ impl FakeProcess {
         self.execs.lock().unwrap().as_ref().expect("execs allowed")[exec_id].clone()
     }
 
+    /// Makes releasing the process's surroundings at Delete fail.
+    pub fn fail_release(&self) {
+        self.release_fails.store(true, Ordering::SeqCst);
+    }
+
     /// Pauses (true) and resumes (false) that reached the process, in order.
     pub fn freezes(&self) -> Vec<bool> {
         self.freezes.lock().unwrap().clone()
@@ -198,6 +212,10 @@ impl ContainerProcess for SharedProcess {
         let (process, spawned) = spawned(self.0.pid + 100 + execs.len() as u32);
         execs.insert(request.exec_id.to_string(), process);
         Ok(spawned)
+    }
+
+    async fn release(&self) -> bool {
+        !self.0.release_fails.load(Ordering::SeqCst)
     }
 
     async fn pause(&self) -> Result<()> {

@@ -92,7 +92,7 @@ impl ContainerProcess for FrozenOrNot {
         self.inner.stats()
     }
 
-    async fn release(&self) {
+    async fn release(&self) -> bool {
         self.inner.release().await
     }
 

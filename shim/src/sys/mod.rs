@@ -102,8 +102,12 @@ pub trait ContainerProcess: Send + Sync {
     }
 
     /// Releases what surrounds the ended process (its cgroup) and runs its
-    /// poststop hooks. The lifecycle calls it once, at Delete.
-    async fn release(&self) {}
+    /// poststop hooks. The lifecycle calls it once, at Delete. Returns whether
+    /// nothing is left (a failure is logged): only then may the shim's
+    /// `delete` skip the cleanup after a dead shim.
+    async fn release(&self) -> bool {
+        true
+    }
 
     /// Stops every process of the container where it is, until [`ContainerProcess::resume`].
     async fn pause(&self) -> Result<()> {

@@ -545,8 +545,8 @@ impl ContainerProcess for WorkerProcess {
         self.enclosure.stats()
     }
 
-    async fn release(&self) {
-        self.enclosure.delete().await;
+    async fn release(&self) -> bool {
+        self.enclosure.delete().await
     }
 
     fn signal(&self, signal: u32) -> Result<()> {

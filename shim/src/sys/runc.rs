@@ -251,14 +251,18 @@ impl ContainerProcess for RuncProcess {
         self.cgroup.stats()
     }
 
-    async fn release(&self) {
-        if let Err(e) = self
+    async fn release(&self) -> bool {
+        match self
             .client
             .delete(&self.id, Some(&DeleteOpts::new().force(true)))
             .await
         {
-            let error = runc_error("delete", &self.bundle, e);
-            log::error!("container {}: {}", self.id, error.message());
+            Ok(_) => true,
+            Err(e) => {
+                let error = runc_error("delete", &self.bundle, e);
+                log::error!("container {}: {}", self.id, error.message());
+                false
+            }
         }
     }
 
