@@ -110,10 +110,7 @@ impl Drop for AttachLockWarmer {
 /// pid, or `None` where no cgroup file can be written or no process forked.
 /// Call it while the process has one thread.
 pub fn warm_from_child() -> Option<nix::unistd::Pid> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let file = candidates(&text)
-        .into_iter()
-        .find_map(|path| std::fs::OpenOptions::new().write(true).open(path).ok())?;
+    let file = own_cgroup_file()?;
     // SAFETY: the child calls only async-signal-safe functions (close,
     // close_range, getpid, write, _exit) before it exits, on memory of its
     // own; the parent goes on as before.
@@ -163,11 +160,7 @@ fn decimal(mut n: u32, buffer: &mut [u8; 10]) -> &[u8] {
 /// The warmer thread: one write, then one every [`INTERVAL`] while an
 /// [`AttachLockWarmer`] lives.
 fn warm() {
-    let text = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap_or_default();
-    let file = candidates(&text)
-        .into_iter()
-        .find_map(|path| std::fs::OpenOptions::new().write(true).open(path).ok());
-    let Some(mut file) = file else {
+    let Some(mut file) = own_cgroup_file() else {
         log::debug!("cgroup attach lock not warmed: no writable cgroup file of this thread");
         shared().running = false;
         return;
@@ -186,6 +179,15 @@ fn warm() {
         }
         std::thread::sleep(INTERVAL);
     }
+}
+
+/// The first cgroup file of the calling thread (see [`candidates`]) that
+/// opens for writing, if any: what both warmers write to.
+fn own_cgroup_file() -> Option<std::fs::File> {
+    let text = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap_or_default();
+    candidates(&text)
+        .into_iter()
+        .find_map(|path| std::fs::OpenOptions::new().write(true).open(path).ok())
 }
 
 /// Where a thread's cgroups usually are, for the `text` of its
