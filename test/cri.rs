@@ -364,13 +364,7 @@ fn pod_shim_sigkill(env: &Env, engine: &str) -> anyhow::Result<()> {
     let mut pids = Vec::new();
     let mut containers = vec![pod.clone()];
     let result = (|| {
-        let request = cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        };
-        let sandbox = cri.call("PodSandboxStatus", |mut c| async move {
-            c.pod_sandbox_status(request).await
-        })?;
+        let sandbox = cri.pod_status(&pod, true)?;
         pids.push(info_pid(&sandbox.info)?);
         let sidecar = start_container(
             cri,
@@ -414,13 +408,7 @@ fn pod_shim_sigkill(env: &Env, engine: &str) -> anyhow::Result<()> {
                  {UNKNOWN_EXIT_CODE} (the CRI's unknown exit code)"
             );
         }
-        let request = cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        };
-        let sandbox = cri.call("PodSandboxStatus", |mut c| async move {
-            c.pod_sandbox_status(request).await
-        })?;
+        let sandbox = cri.pod_status(&pod, false)?;
         let state = sandbox.status.context("no sandbox status")?.state;
         ensure!(
             state == cri::PodSandboxState::SandboxNotready as i32,
@@ -446,13 +434,7 @@ fn pod_checks(
     containers: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let cri = &env.client;
-    let request = cri::PodSandboxStatusRequest {
-        pod_sandbox_id: pod.to_string(),
-        verbose: true,
-    };
-    let sandbox = cri.call("PodSandboxStatus", |mut c| async move {
-        c.pod_sandbox_status(request).await
-    })?;
+    let sandbox = cri.pod_status(pod, true)?;
     let pause = info_pid(&sandbox.info)?;
     pids.push(pause);
     // runc start returns before runc's init has exec'd the program.

@@ -69,6 +69,22 @@ impl Cri {
         })
     }
 
+    /// PodSandboxStatus of `pod`; `verbose` adds the `info` JSON (the
+    /// sandbox's pid).
+    pub fn pod_status(
+        &self,
+        pod: &str,
+        verbose: bool,
+    ) -> anyhow::Result<cri::PodSandboxStatusResponse> {
+        let request = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.to_string(),
+            verbose,
+        };
+        self.call("PodSandboxStatus", |mut c| async move {
+            c.pod_sandbox_status(request).await
+        })
+    }
+
     /// Waits until container `id` is in `state`; returns its status.
     pub fn wait_for_state(
         &self,

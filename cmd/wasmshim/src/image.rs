@@ -74,28 +74,45 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
             args.module.display()
         );
     }
-    if args.artifact {
-        let title = args
-            .module
-            .file_name()
-            .context("module path has no file name")?
-            .to_string_lossy()
-            .into_owned();
-        let artifact = ArtifactSpec {
-            name: args.name.clone(),
-            title,
-            wasm,
-        };
-        let out = std::fs::File::create(&args.output)
-            .with_context(|| format!("creating {}", args.output.display()))?;
-        artifact.write_archive(out)?;
-        eprintln!(
-            "wrote {} ({}, a Wasm OCI artifact)",
-            args.output.display(),
-            args.name
-        );
-        return Ok(());
-    }
+    // Every argument is checked before the output file is created.
+    let create = || {
+        std::fs::File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))
+    };
+    let what = if args.artifact {
+        artifact_spec(args, wasm)?.write_archive(create()?)?;
+        "a Wasm OCI artifact".to_string()
+    } else {
+        let image = image_spec(args, wasm)?;
+        image.write_archive(create()?)?;
+        format!("entrypoint {}", image.entrypoint.join(" "))
+    };
+    eprintln!("wrote {} ({}, {what})", args.output.display(), args.name);
+    Ok(())
+}
+
+/// The file name of the module `build` packages.
+fn module_file_name(args: &BuildArgs) -> anyhow::Result<String> {
+    Ok(args
+        .module
+        .file_name()
+        .context("module path has no file name")?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The artifact `build --artifact` writes: `wasm` as its one layer.
+fn artifact_spec(args: &BuildArgs, wasm: Vec<u8>) -> anyhow::Result<ArtifactSpec> {
+    Ok(ArtifactSpec {
+        name: args.name.clone(),
+        title: module_file_name(args)?,
+        wasm,
+    })
+}
+
+/// The image `build` writes: `wasm` at `--path` in one layer, with the
+/// arguments, environment and platform asked for.
+fn image_spec(args: &BuildArgs, wasm: Vec<u8>) -> anyhow::Result<ImageSpec> {
     for kv in &args.env {
         if !kv.contains('=') {
             bail!("--env {kv}: expected KEY=VALUE");
@@ -104,20 +121,14 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
     let path = match &args.path {
         Some(p) if p.starts_with('/') => p.clone(),
         Some(p) => bail!("--path {p}: must be absolute"),
-        None => {
-            let file = args
-                .module
-                .file_name()
-                .context("module path has no file name")?;
-            format!("/{}", file.to_string_lossy())
-        }
+        None => format!("/{}", module_file_name(args)?),
     };
     let (os, architecture) = args
         .platform
         .split_once('/')
         .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
         .with_context(|| format!("--platform {}: expected os/arch", args.platform))?;
-    let image = ImageSpec {
+    Ok(ImageSpec {
         name: args.name.clone(),
         os: os.into(),
         architecture: architecture.into(),
@@ -126,19 +137,10 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<()> {
             data: wasm,
             mode: 0o755,
         }],
-        entrypoint: vec![path.clone()],
+        entrypoint: vec![path],
         cmd: args.args.clone(),
         env: args.env.clone(),
-    };
-    let out = std::fs::File::create(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
-    image.write_archive(out)?;
-    eprintln!(
-        "wrote {} ({}, entrypoint {path})",
-        args.output.display(),
-        args.name
-    );
-    Ok(())
+    })
 }
 
 /// One entry of the image's single layer.
@@ -446,6 +448,87 @@ fn descriptor(media_type: MediaType, data: &[u8]) -> anyhow::Result<Descriptor> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `wasmshim image build` of a hello module in `dir`, to `out`.
+    fn build_args(dir: &std::path::Path, out: &str) -> BuildArgs {
+        let module = dir.join("hello.wasm");
+        std::fs::write(&module, wat::parse_str("(module)").unwrap()).unwrap();
+        BuildArgs {
+            module,
+            name: "hello".into(),
+            path: None,
+            args: vec![],
+            env: vec![],
+            platform: "wasi/wasm".into(),
+            artifact: false,
+            output: dir.join(out),
+        }
+    }
+
+    /// The entries of the tar archive at `path`.
+    fn archive_entries(path: &std::path::Path) -> Vec<String> {
+        let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+        let entries = archive.entries().unwrap();
+        entries
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn build_writes_an_image_or_an_artifact_and_refuses_bad_arguments_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = build_args(dir.path(), "image.tar");
+        build(&image).unwrap();
+        let artifact = BuildArgs {
+            artifact: true,
+            ..build_args(dir.path(), "artifact.tar")
+        };
+        build(&artifact).unwrap();
+        for written in [&image.output, &artifact.output] {
+            let entries = archive_entries(written);
+            assert!(entries.iter().any(|e| e == "index.json"), "{entries:?}");
+        }
+
+        let refused = [
+            (
+                "env",
+                BuildArgs {
+                    env: vec!["NOEQ".into()],
+                    ..build_args(dir.path(), "a.tar")
+                },
+                "--env NOEQ: expected KEY=VALUE",
+            ),
+            (
+                "path",
+                BuildArgs {
+                    path: Some("hello.wasm".into()),
+                    ..build_args(dir.path(), "b.tar")
+                },
+                "--path hello.wasm: must be absolute",
+            ),
+            (
+                "platform",
+                BuildArgs {
+                    platform: "wasi".into(),
+                    ..build_args(dir.path(), "c.tar")
+                },
+                "--platform wasi: expected os/arch",
+            ),
+        ];
+        for (what, args, said) in refused {
+            let e = build(&args).expect_err(what).to_string();
+            assert!(e.contains(said), "{what}: {e}");
+            assert!(!args.output.exists(), "{what}: an output was written");
+        }
+        let text = build_args(dir.path(), "d.tar");
+        std::fs::write(&text.module, "not wasm").unwrap();
+        let e = build(&text).expect_err("text").to_string();
+        assert!(
+            e.contains("is not a WebAssembly module or component"),
+            "{e}"
+        );
+        assert!(!text.output.exists());
+    }
 
     #[test]
     fn reference_defaults_to_latest_and_keeps_registry_port_and_digest() {
