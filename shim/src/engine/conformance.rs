@@ -87,6 +87,24 @@ fn trap_is_reported_with_its_reason() {
 }
 
 #[test]
+fn a_run_then_exit_reports_what_a_run_does() {
+    // The worker's way to run: the outcome must not depend on what the
+    // engine leaves for the process exit to free.
+    let wasm = wat::parse_str(EXIT_7).unwrap();
+    for engine in engines() {
+        for entry in ["_start", "ret", "boom"] {
+            let prepare = || engine.prepare(&wasm, &spec(entry), None).unwrap();
+            assert_eq!(
+                prepare().run_then_exit(),
+                prepare().run(),
+                "{} {entry}",
+                engine.name()
+            );
+        }
+    }
+}
+
+#[test]
 fn entry_must_exist_and_take_no_parameters() {
     let wasm = wat::parse_str(EXIT_7).unwrap();
     for engine in engines() {

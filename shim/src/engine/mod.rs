@@ -144,6 +144,12 @@ pub struct Precompiled {
 pub trait PreparedModule {
     /// Instantiates the module and calls the entry function to completion.
     fn run(self: Box<Self>) -> Outcome;
+
+    /// As [`run`](Self::run), in a process that exits right after (a
+    /// worker): it may leave what the run allocated for the kernel to free.
+    fn run_then_exit(self: Box<Self>) -> Outcome {
+        self.run()
+    }
 }
 
 /// One line of the repository's `engines.txt`.

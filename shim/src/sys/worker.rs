@@ -98,7 +98,7 @@ pub fn main(engine: &dyn Engine) -> ! {
         // The shim went away or deleted the container before starting it.
         _ => std::process::exit(0),
     }
-    let outcome = prepared.run();
+    let outcome = prepared.run_then_exit();
     let _ = std::io::stdout().flush();
     if let Outcome::Trapped(message) = &outcome {
         eprintln!("{}: {message}", engine.name());
