@@ -451,11 +451,12 @@ mod aot {
         wasmedge_sdk::Compiler::new(Some(config)).map_err(|e| NoCompiler(e.to_string()).into())
     }
 
-    /// Held while WasmEdge compiles. Its compiler links with the lld inside
-    /// libLLVM, whose state is global: two compiles at once in one process
-    /// write each other's output, and lld then ends the process ("failed
-    /// to write output …"). A worker compiles one module and `wasmshim
-    /// precompile` one at a time; the tests compile on many threads.
+    /// Held while WasmEdge compiles. Its compiler links with lld as a
+    /// library, which LLVM 16 does not make safe to call from two threads
+    /// at once. A worker compiles one module and `wasmshim precompile` one
+    /// at a time; the tests compile on many threads. (The library's tests
+    /// still end, about one run in ten, with lld's "failed to write output
+    /// …" under many threads, never with one: a cause not found yet.)
     static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// `compiler.compile_from_bytes`, one at a time in this process.
