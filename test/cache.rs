@@ -15,7 +15,12 @@ const HELLO: &str = "Hello from WebAssembly";
 
 /// hello.wasm with a custom section holding `tag`: new bytes, so a new cache key.
 fn variant(cd: &Containerd, modules: &Path, tag: &str) -> anyhow::Result<String> {
-    let mut wasm = std::fs::read(modules.join("hello.wasm")).context("hello.wasm")?;
+    variant_of(cd, modules, "hello.wasm", tag)
+}
+
+/// The module `base` with a custom section holding `tag`, as image `tag`.
+fn variant_of(cd: &Containerd, modules: &Path, base: &str, tag: &str) -> anyhow::Result<String> {
+    let mut wasm = std::fs::read(modules.join(base)).context(base.to_string())?;
     let name = b"wasmshim-test";
     let body_len = 1 + name.len() + tag.len();
     anyhow::ensure!(body_len < 128 && name.len() < 128, "tag too long");
@@ -108,6 +113,28 @@ pub fn second_start_is_a_hit(env: &Env, rt: &str, id: &str) -> anyhow::Result<()
         "second start compiled"
     );
     ensure!(entries_for(&cd.cache_dir(), id).len() == 1);
+    Ok(())
+}
+
+/// A signal ends a container whose module was compiled at its start just as
+/// one whose module came from the cache: compiling leaves no signal handler
+/// behind (WasmEdge's LLVM once made a worker ignore SIGUSR1 and swallow
+/// SIGQUIT after a miss).
+pub fn signals_end_a_miss_as_a_hit(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
+    let cd = &env.containerd;
+    for (signal, status) in [("SIGUSR1", 138), ("SIGQUIT", 131)] {
+        let tag = format!("{id}-{}", signal.to_lowercase());
+        let img = variant_of(cd, &cd.dir().join("modules"), "loop.wasm", &tag)?;
+        for (start, said_what) in [("miss", "cache miss"), ("hit", "cache hit")] {
+            let run = format!("{tag}-{start}");
+            super::kill_running(env, rt, &run, &[&img, &run], signal, status)
+                .with_context(|| format!("{signal} after a cache {start}"))?;
+            ensure!(
+                said(cd, &run, said_what),
+                "the start of {run} was no {said_what}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -82,6 +82,10 @@ const CASES: &[(&str, Case)] = &[
         cache::ten_concurrent_first_starts,
     ),
     ("cache_eviction_past_the_cap", cache::eviction_past_the_cap),
+    (
+        "cache_signals_end_a_miss_as_a_hit",
+        cache::signals_end_a_miss_as_a_hit,
+    ),
     ("stdin_to_end_of_file", stdin_to_end_of_file),
     ("sigterm_during_host_sleep", sigterm_during_host_sleep),
     (

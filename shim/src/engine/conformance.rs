@@ -92,8 +92,10 @@ fn a_run_then_exit_reports_what_a_run_does() {
     // engine leaves for the process exit to free.
     let wasm = wat::parse_str(EXIT_7).unwrap();
     for engine in engines() {
+        // One cache: the module compiles once, not six times.
+        let (_dir, cache) = cache();
         for entry in ["_start", "ret", "boom"] {
-            let prepare = || engine.prepare(&wasm, &spec(entry), None).unwrap();
+            let prepare = || engine.prepare(&wasm, &spec(entry), Some(&cache)).unwrap();
             assert_eq!(
                 prepare().run_then_exit(),
                 prepare().run(),

@@ -454,12 +454,21 @@ mod aot {
     /// Held while WasmEdge compiles. Its compiler links with lld as a
     /// library, which LLVM 16 does not make safe to call from two threads
     /// at once. A worker compiles one module and `wasmshim precompile` one
-    /// at a time; the tests compile on many threads. (The library's tests
-    /// still end, about one run in ten, with lld's "failed to write output
-    /// …" under many threads, never with one: a cause not found yet.)
+    /// at a time; the tests compile on many threads.
     static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    /// `compiler.compile_from_bytes`, one at a time in this process.
+    /// `compiler.compile_from_bytes`, one at a time in this process, leaving
+    /// the process's signal handlers as they were.
+    ///
+    /// LLVM installs its own handlers during the first compile (see
+    /// [`crate::sys::signals`]). Left in place, they made a worker that had
+    /// compiled its module ignore SIGUSR1 and swallow SIGQUIT; and in the
+    /// library's tests a wasmtime trap on another thread ran LLVM's handler,
+    /// which deleted the output lld was writing ("failed to write output
+    /// …: No such file or directory", and lld ended the process). Put back
+    /// after the first compile, they are never installed again, so only a
+    /// fault on another thread during a process's first compile can still
+    /// do that; the shim's processes compile with no module running.
     fn compile_from_bytes(
         compiler: &wasmedge_sdk::Compiler,
         wasm: &[u8],
@@ -467,6 +476,8 @@ mod aot {
         dir: &std::path::Path,
     ) -> anyhow::Result<std::path::PathBuf> {
         let _alone = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
+        let _handlers = crate::sys::signals::HandlersKept::for_llvm()
+            .context("reading the signal dispositions")?;
         compiler
             .compile_from_bytes(wasm, name, dir)
             .map_err(|e| anyhow::anyhow!("{e}"))

@@ -22,6 +22,7 @@ pub mod process;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
+pub mod signals;
 pub mod stdio;
 pub mod template;
 pub mod worker;
