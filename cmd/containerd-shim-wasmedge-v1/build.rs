@@ -1,15 +1,19 @@
-//! Records the git revision for `--version` (see ../revision.rs), and embeds
+//! Records the git revision for `--version` (see ../revision.rs), links the
+//! shim and its engine position-dependent (see ../position_dependent.rs), and embeds
 //! the directory of libwasmedge as an rpath, so the shim finds the library at
 //! run time without LD_LIBRARY_PATH. Searches where `wasmedge-sys`
 //! does: WASMEDGE_LIB_DIR, WASMEDGE_DIR/lib{64,}, ~/.wasmedge/lib{64,}, /usr/local/lib{64,}.
 
 use std::path::PathBuf;
 
+#[path = "../position_dependent.rs"]
+mod position_dependent;
 #[path = "../revision.rs"]
 mod revision;
 
 fn main() {
     revision::emit();
+    position_dependent::emit();
     for var in ["WASMEDGE_LIB_DIR", "WASMEDGE_DIR", "HOME"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
