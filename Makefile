@@ -36,7 +36,13 @@ export WASMSHIM_ENGINES := $(ENGINES)
 # binaries, for `demo` and `install`) resolves its own set without the tests'
 # dev-dependencies. The WasmEdge shim is selected only where its library is
 # found.
-SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),,--exclude containerd-shim-wasmedge-v1)
+# Where WasmEdge's static library is installed too (`libwasmedge.a`: its
+# `*_static` release archive), the engine binary links it statically: a
+# new shim group's template then has no libwasmedge.so (and LLVM) to
+# relocate at its exec (docs/process-model.md). `make WASMEDGE_STATIC=`
+# links the shared library instead.
+WASMEDGE_STATIC ?= $(if $(WASMEDGE_FOUND),$(wildcard $(WASMEDGE_DIR)/lib/libwasmedge.a))
+SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),$(if $(WASMEDGE_STATIC),--features containerd-shim-wasmedge-v1/static),--exclude containerd-shim-wasmedge-v1)
 export WASMSHIM_CARGO_SELECTION := $(SELECTION)
 ifneq ($(WASMEDGE_FOUND),)
 export LD_LIBRARY_PATH := $(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))

@@ -746,19 +746,15 @@ fn error_corrupt_module(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
 
 /// WasmEdge compiles ahead of time where its library has the LLVM compiler,
 /// and runs the interpreter where it has not; the shim log says which, and it
-/// must be the mode this machine's libwasmedge supports (told by `ldd`: a
-/// library with the AOT compiler links libLLVM).
+/// must be the mode this machine's WasmEdge supports: a libwasmedge.so with
+/// the AOT compiler links libLLVM (told by `ldd`), or holds LLVM itself; an
+/// engine binary with WasmEdge linked in holds LLVM where the compiler is.
 fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let out = env.containerd.run(Some(rt), &[&image("hello"), id]);
     expect_output(&out, &["Hello from WebAssembly"])?;
-    let shim = ldd(&wasmshim_integration::engine_binary("wasmedge"))?;
-    let lib = shim
-        .lines()
-        .find(|l| l.contains("libwasmedge"))
-        .and_then(|l| l.split("=>").nth(1))
-        .and_then(|l| l.split_whitespace().next())
-        .context("ldd does not show the shim's libwasmedge")?;
-    let aot_available = ldd(std::path::Path::new(lib))?.contains("libLLVM");
+    let lib = wasmedge_of_engine_binary()?;
+    let aot_available = ldd(&lib)?.contains("libLLVM") || contains_llvm(&lib)?;
+    let lib = lib.display();
     let (expected, other) = (
         format!("container {id}: WasmEdge: running the AOT-compiled module"),
         format!("container {id}: WasmEdge AOT compilation unavailable, running the interpreter"),
@@ -774,6 +770,46 @@ fn wasmedge_mode(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
         "the shim log does not say {expected:?} for {id} (libwasmedge {lib}, AOT available: {aot_available})"
     );
     Ok(())
+}
+
+/// The file that holds WasmEdge for the WasmEdge engine binary: the
+/// libwasmedge.so it loads (as `ldd` shows it), or the binary itself when
+/// it was linked with a static libwasmedge (`make`, where
+/// `$WASMEDGE_DIR/lib/libwasmedge.a` exists).
+fn wasmedge_of_engine_binary() -> anyhow::Result<std::path::PathBuf> {
+    let engine = wasmshim_integration::engine_binary("wasmedge");
+    let libs = ldd(&engine)?;
+    let shared = libs
+        .lines()
+        .find(|l| l.contains("libwasmedge"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|l| l.split_whitespace().next());
+    match shared {
+        Some(lib) => Ok(lib.into()),
+        None => {
+            ensure!(
+                contains_wasmedge(&engine)?,
+                "{} neither loads libwasmedge ({libs}) nor holds WasmEdge",
+                engine.display()
+            );
+            Ok(engine)
+        }
+    }
+}
+
+/// Whether the file at `path` holds LLVM's code (its fatal-error text).
+fn contains_llvm(path: &std::path::Path) -> anyhow::Result<bool> {
+    contains_bytes(path, b"LLVM ERROR: ")
+}
+
+/// Whether the file at `path` holds WasmEdge's C API (its version function).
+fn contains_wasmedge(path: &std::path::Path) -> anyhow::Result<bool> {
+    contains_bytes(path, b"WasmEdge_VersionGet")
+}
+
+fn contains_bytes(path: &std::path::Path, needle: &[u8]) -> anyhow::Result<bool> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(data.windows(needle.len()).any(|w| w == needle))
 }
 
 /// The shared libraries `path` loads, as `ldd` lists them.
@@ -794,10 +830,17 @@ fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
     let engine_libraries = |text: &str| text.contains("libwasmedge") || text.contains("libLLVM");
     let libs = ldd(&front)?;
     ensure!(
-        !engine_libraries(&libs),
-        "{} loads the engine: {libs}",
+        !engine_libraries(&libs) && !contains_wasmedge(&front)?,
+        "{} loads or holds the engine: {libs}",
         front.display()
     );
+    // With WasmEdge linked into the engine binary, the worker maps it as its executable.
+    let wasmedge = wasmedge_of_engine_binary()?;
+    let wasmedge_name = wasmedge
+        .file_name()
+        .context("WasmEdge's file")?
+        .to_string_lossy()
+        .into_owned();
     let engine = wasmshim_integration::engine_binary("wasmedge");
     ensure!(
         engine != front,
@@ -816,8 +859,8 @@ fn wasmedge_front_binary(env: &Env, rt: &str, id: &str) -> anyhow::Result<()> {
             "the shim server {shim} maps the engine's libraries"
         );
         ensure!(
-            worker_maps.contains("libwasmedge"),
-            "the worker {worker} does not map libwasmedge"
+            worker_maps.contains(&wasmedge_name),
+            "the worker {worker} does not map WasmEdge ({wasmedge_name})"
         );
         let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe"));
         ensure!(

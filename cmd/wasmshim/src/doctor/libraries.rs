@@ -1,7 +1,7 @@
 //! Check 5: the system libraries the engines' shims load (`libwasmedge`),
 //! found in a list of directories or by `ldconfig -p`. Runs in the CLI process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{shim_binary, show_dirs, Finding};
 
@@ -26,6 +26,30 @@ pub fn find_library(lib: &str, dirs: &[PathBuf], ldconfig: &str) -> Option<PathB
                 .then(|| PathBuf::from(path.trim()))
         })
     })
+}
+
+/// Whether the ELF executable at `binary` loads `lib` (a `DT_NEEDED` entry
+/// `<lib>.so*`); `None` when it cannot be read or is no 64-bit ELF file. An
+/// engine binary built with a static libwasmedge needs no libwasmedge.so.
+pub fn needs_library(binary: &Path, lib: &str) -> Option<bool> {
+    use object::elf::{FileHeader64, DT_NEEDED};
+    use object::read::elf::{Dyn, FileHeader};
+    let data = std::fs::read(binary).ok()?;
+    let data = data.as_slice();
+    let header = FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    let Some((entries, link)) = sections.dynamic(endian, data).ok()? else {
+        return Some(false);
+    };
+    let strings = sections.strings(endian, data, link).ok()?;
+    let prefix = format!("{lib}.so");
+    Some(entries.iter().any(|entry| {
+        entry.d_tag(endian) == DT_NEEDED
+            && entry
+                .string(endian, strings)
+                .is_ok_and(|name| name.starts_with(prefix.as_bytes()))
+    }))
 }
 
 /// Check 5: the system library `lib` that `engine`'s shim loads; a problem
@@ -54,6 +78,18 @@ mod tests {
     use super::*;
     use crate::doctor::fixtures::{script, why_and_fix};
     use crate::doctor::Status;
+
+    #[test]
+    fn needed_libraries_are_read_from_the_elf_dynamic_section() {
+        let libc = std::env::current_exe().unwrap();
+        assert_eq!(needs_library(&libc, "libc"), Some(true));
+        assert_eq!(needs_library(&libc, "libwasmedge"), Some(false));
+        let tmp = tempfile::tempdir().unwrap();
+        let script = tmp.path().join("not-elf");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert_eq!(needs_library(&script, "libc"), None);
+        assert_eq!(needs_library(&tmp.path().join("missing"), "libc"), None);
+    }
 
     #[test]
     fn library_from_a_dir_or_ldconfig_and_fails_only_for_an_installed_shim() {

@@ -34,7 +34,7 @@ pub use config::{
     check_config_file, check_missing_config, check_runtime, runtime_snippet, ConfigVersion,
     ContainerdConfig, Declaration,
 };
-pub use libraries::{check_library, find_library};
+pub use libraries::{check_library, find_library, needs_library};
 pub use module_cache::{cache_dir, check_cache};
 pub use node::Node;
 

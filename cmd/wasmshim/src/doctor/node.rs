@@ -11,9 +11,9 @@ use wasmshim::engine::{self, EngineEntry};
 
 use super::{
     cache_dir, check_cache, check_cgroup, check_config_file, check_containerd, check_library,
-    check_missing_config, check_runc, check_runtime, check_shim, look_up, search_dirs, shim_binary,
-    with_dir, ContainerdConfig, ContainerdVersion, Declaration, DoctorArgs, Finding, Lookup,
-    CGROUP_ROOT,
+    check_missing_config, check_runc, check_runtime, check_shim, look_up, needs_library,
+    search_dirs, shim_binary, with_dir, ContainerdConfig, ContainerdVersion, Declaration,
+    DoctorArgs, Finding, Lookup, CGROUP_ROOT,
 };
 
 /// Every input of the checks, as found on a node.
@@ -124,6 +124,16 @@ impl Node {
         libs.filter_map(|(entry, shim)| {
             let lib = entry.needs?;
             let installed = shim.is_present();
+            // A front binary's engine binary may hold the library itself.
+            if let Lookup::Found(front) = shim {
+                let engine = wasmshim::front::engine_binary_of(front);
+                if needs_library(&engine, lib) == Some(false) {
+                    return Some(Finding::ok(format!(
+                        "{lib} linked into {}",
+                        engine.display()
+                    )));
+                }
+            }
             Some(check_library(
                 lib,
                 entry.name,
@@ -294,6 +304,33 @@ mod tests {
         assert!(
             fix.contains("runtimes.wasmtime]") && fix.contains("runtimes.wasmedge]"),
             "{config}"
+        );
+    }
+
+    #[test]
+    fn an_engine_binary_with_wasmedge_linked_in_needs_no_libwasmedge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = healthy_node(tmp.path());
+        let bin = &node.bin_dirs[0];
+        script(bin, "containerd-shim-wasmedge-v1", SHIM_VERSION);
+        // An ELF executable that loads no libwasmedge.so: this test binary.
+        let engine = bin.join("containerd-shim-wasmedge-v1-engine");
+        std::fs::copy(std::env::current_exe().unwrap(), &engine).unwrap();
+        let library = |node: &Node| {
+            let findings = node.check();
+            let found = findings.iter().find(|f| f.what.starts_with("libwasmedge"));
+            found.map(Finding::to_string).unwrap_or_default()
+        };
+        assert_eq!(
+            library(&node),
+            format!("ok   libwasmedge linked into {}", engine.display())
+        );
+        // An engine binary that is no ELF file (cannot be read) is checked as before.
+        script(bin, "containerd-shim-wasmedge-v1-engine", "exit 0");
+        assert!(
+            library(&node).starts_with("FAIL libwasmedge"),
+            "{}",
+            library(&node)
         );
     }
 }
