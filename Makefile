@@ -36,13 +36,7 @@ export WASMSHIM_ENGINES := $(ENGINES)
 # binaries, for `demo` and `install`) resolves its own set without the tests'
 # dev-dependencies. The WasmEdge shim is selected only where its library is
 # found.
-# Where WasmEdge's static library is installed too (`libwasmedge.a`: its
-# `*_static` release archive), the engine binary links it statically: a
-# new shim group's template then has no libwasmedge.so (and LLVM) to
-# relocate at its exec (docs/process-model.md). `make WASMEDGE_STATIC=`
-# links the shared library instead.
-WASMEDGE_STATIC ?= $(if $(WASMEDGE_FOUND),$(wildcard $(WASMEDGE_DIR)/lib/libwasmedge.a))
-SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),$(if $(WASMEDGE_STATIC),--features containerd-shim-wasmedge-v1/static),--exclude containerd-shim-wasmedge-v1)
+SELECTION := --workspace $(if $(filter wasmedge,$(ENGINES)),,--exclude containerd-shim-wasmedge-v1)
 export WASMSHIM_CARGO_SELECTION := $(SELECTION)
 ifneq ($(WASMEDGE_FOUND),)
 export LD_LIBRARY_PATH := $(WASMEDGE_DIR)/lib64:$(WASMEDGE_DIR)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
@@ -61,15 +55,30 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
 
+# Where WasmEdge's static library is installed too (`libwasmedge.a`: its
+# `*_static` release archive), the WasmEdge engine binary links it: a new
+# shim group's template then has no libwasmedge.so (and LLVM) to relocate
+# at its exec (docs/process-model.md). It is linked by a cargo command of
+# its own: with the feature in the workspace's, every binary that links the
+# library (the WasmEdge front, the wasmtime shim, the CLIs) would pull in
+# WasmEdge and LLVM with their static constructors, 10 ms at each exec of
+# the wasmtime shim (measured). The second command compiles only
+# wasmedge-sys, wasmedge-sdk, the library and that binary again.
+# `make WASMEDGE_STATIC=` links the shared library instead.
+WASMEDGE_STATIC ?= $(if $(filter wasmedge,$(ENGINES)),$(wildcard $(WASMEDGE_DIR)/lib/libwasmedge.a))
+STATIC_ENGINE = $(if $(WASMEDGE_STATIC),$(CARGO) build --release $(SELECTION) --features containerd-shim-wasmedge-v1/static --bin containerd-shim-wasmedge-v1-engine)
+
 # The binaries: shims, CLIs, demo and bench (what `make demo` needs).
 build: deps
 	$(CARGO) build --release $(SELECTION) --bins
+	$(STATIC_ENGINE)
 	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
 # Every target, tests and benchmarks too, with the tests' feature set (their
 # dev-dependencies unify features a build of the binaries alone does not).
 build-all: deps
 	$(CARGO) build --release $(SELECTION) --all-targets
+	$(STATIC_ENGINE)
 	@$(foreach e,$(filter-out $(ENGINES),$(ALL_ENGINES)),echo "skipping containerd-shim-$(e)-v1: its library was not found (WasmEdge: install 0.17.1 and set WASMEDGE_DIR)";)
 
 install: build
