@@ -18,6 +18,7 @@ pub use cache::{CacheKey, ModuleCache};
 pub mod cache;
 #[cfg(test)]
 mod conformance;
+mod faults;
 #[cfg(test)]
 mod generated;
 #[cfg(feature = "wasmedge")]

@@ -108,6 +108,34 @@ impl Drop for HandlersKept {
     }
 }
 
+/// The dispositions of some signals as they were at [`Dispositions::save`],
+/// put back, all of them, by [`Dispositions::restore`].
+pub struct Dispositions(Vec<(libc::c_int, libc::sigaction)>);
+
+impl Dispositions {
+    /// The dispositions of `signals` now.
+    pub fn save(signals: &[libc::c_int]) -> io::Result<Dispositions> {
+        signals
+            .iter()
+            .map(|&signal| Ok((signal, disposition(signal)?)))
+            .collect::<io::Result<_>>()
+            .map(Dispositions)
+    }
+
+    /// Sets every signal back to its saved disposition.
+    pub fn restore(&self) -> io::Result<()> {
+        for (signal, action) in &self.0 {
+            // SAFETY: `action` is a disposition the kernel gave for this
+            // signal earlier in this process, so its handler, if any, is
+            // still a valid function here.
+            if unsafe { libc::sigaction(*signal, action, std::ptr::null_mut()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The current disposition of `signal`.
 fn disposition(signal: libc::c_int) -> io::Result<libc::sigaction> {
     // SAFETY: all zeroes is a valid value of this plain C struct.

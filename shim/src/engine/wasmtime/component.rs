@@ -141,6 +141,7 @@ struct PreparedCommand {
 impl PreparedModule for PreparedCommand {
     fn run(self: Box<Self>) -> Outcome {
         let PreparedCommand { mut store, pre } = *self;
+        let _faults = crate::engine::faults::shared();
         let result = pre.instantiate(&mut store).and_then(|command| {
             command
                 .wasi_cli_run()

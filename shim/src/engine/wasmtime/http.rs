@@ -248,6 +248,7 @@ struct Server {
 
 impl PreparedModule for HttpFunction {
     fn run(self: Box<Self>) -> Outcome {
+        let _faults = crate::engine::faults::shared();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

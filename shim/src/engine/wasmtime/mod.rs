@@ -313,6 +313,7 @@ impl PreparedModule for PreparedWasmtime {
             pre,
             entry,
         } = *self;
+        let _faults = crate::engine::faults::shared();
         let result = pre.instantiate(&mut store).and_then(|instance| {
             let func = instance
                 .get_func(&mut store, &entry)
