@@ -618,15 +618,9 @@ mod tests {
               (func (export "_start")))"#,
         )
         .unwrap();
-        let spec = RunSpec {
-            module: "/m.wasm".into(),
-            module_name: "/m.wasm".into(),
-            entry: "_start".into(),
-            args: vec!["/m.wasm".into()],
-            env: vec![],
-            preopens: vec![],
-        };
-        let prepared = WasmEdgeEngine::new().prepare(&wasm, &spec, None).unwrap();
+        let prepared = WasmEdgeEngine::new()
+            .prepare(&wasm, &spec_for("/m.wasm"), None)
+            .unwrap();
         assert_eq!(prepared.run(), Outcome::Exited(0));
     }
 

@@ -43,7 +43,7 @@ pub const LLVM_SIGNALS: [libc::c_int; 15] = [
 /// WasmEdge's trap handlers, on faults) is kept. The markers must be
 /// signals that nothing else in the process installs handlers for.
 pub struct HandlersKept {
-    saved: Vec<(libc::c_int, libc::sigaction)>,
+    saved: Dispositions,
     markers: &'static [libc::c_int],
 }
 
@@ -53,10 +53,7 @@ impl HandlersKept {
         signals: &'static [libc::c_int],
         markers: &'static [libc::c_int],
     ) -> io::Result<HandlersKept> {
-        let saved = signals
-            .iter()
-            .map(|&signal| Ok((signal, disposition(signal)?)))
-            .collect::<io::Result<_>>()?;
+        let saved = Dispositions::save(signals)?;
         Ok(HandlersKept { saved, markers })
     }
 
@@ -71,6 +68,7 @@ impl HandlersKept {
     pub fn restore(&self) -> io::Result<usize> {
         let saved_handler = |signal| {
             self.saved
+                .0
                 .iter()
                 .find(|(s, _)| *s == signal)
                 .map(|(_, action)| action.sa_sigaction)
@@ -83,14 +81,9 @@ impl HandlersKept {
             }
         }
         let mut restored = 0;
-        for (signal, action) in &self.saved {
+        for (signal, action) in &self.saved.0 {
             if intruders.contains(&disposition(*signal)?.sa_sigaction) {
-                // SAFETY: `action` is a disposition the kernel gave for this
-                // signal earlier in this process, so its handler, if any, is
-                // still a valid function here.
-                if unsafe { libc::sigaction(*signal, action, std::ptr::null_mut()) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                set_disposition(*signal, action)?;
                 restored += 1;
             }
         }
@@ -124,16 +117,22 @@ impl Dispositions {
 
     /// Sets every signal back to its saved disposition.
     pub fn restore(&self) -> io::Result<()> {
-        for (signal, action) in &self.0 {
-            // SAFETY: `action` is a disposition the kernel gave for this
-            // signal earlier in this process, so its handler, if any, is
-            // still a valid function here.
-            if unsafe { libc::sigaction(*signal, action, std::ptr::null_mut()) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        self.0
+            .iter()
+            .try_for_each(|(signal, action)| set_disposition(*signal, action))
     }
+}
+
+/// Sets the disposition of `signal` back to `action`, one that the kernel
+/// gave for it earlier in this process ([`disposition`]).
+fn set_disposition(signal: libc::c_int, action: &libc::sigaction) -> io::Result<()> {
+    // SAFETY: `action` is a disposition the kernel gave for this signal
+    // earlier in this process, so its handler, if any, is still a valid
+    // function here.
+    if unsafe { libc::sigaction(signal, action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The current disposition of `signal`.
