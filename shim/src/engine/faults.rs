@@ -7,8 +7,10 @@
 //! engines (the library's tests, criterion), a wasmtime trap during a
 //! WasmEdge run would reach WasmEdge's handler, and one after it no handler:
 //! either ends the process. So a WasmEdge run holds [`exclusive`], which
-//! waits for the wasmtime runs holding [`shared`], and puts the handlers back
-//! when it ends. A worker runs one module with one engine: there it never waits.
+//! waits for the wasmtime runs and engine creations holding [`shared`] (an
+//! engine made during a WasmEdge run would install wasmtime's handlers only
+//! to see them reset), and puts the handlers it found back when it ends. A
+//! worker runs one module with one engine: there it never waits.
 
 use std::sync::RwLock;
 #[cfg(feature = "wasmtime")]
@@ -26,7 +28,8 @@ const FAULT_SIGNALS: [libc::c_int; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGF
 #[cfg_attr(not(any(feature = "wasmtime", feature = "wasmedge")), allow(dead_code))]
 static GATE: RwLock<()> = RwLock::new(());
 
-/// Held by a run of an engine that keeps its handlers (wasmtime).
+/// Held by a run of an engine that keeps its handlers (wasmtime), or while
+/// one of its engines is made.
 #[cfg(feature = "wasmtime")]
 pub struct Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>);
 
@@ -49,8 +52,6 @@ pub struct Exclusive {
 #[cfg(feature = "wasmedge")]
 pub fn exclusive() -> Exclusive {
     let gate = GATE.write().unwrap_or_else(|e| e.into_inner());
-    #[cfg(feature = "wasmtime")]
-    wasmtime_handlers_installed();
     let found = Dispositions::save(&FAULT_SIGNALS)
         .inspect_err(|e| log::warn!("reading the fault signals' handlers: {e}"))
         .ok();
@@ -64,13 +65,4 @@ impl Drop for Exclusive {
             log::warn!("putting back the fault signals' handlers: {e}");
         }
     }
-}
-
-/// Makes sure wasmtime's handlers are in place before a WasmEdge run saves
-/// the dispositions, so that a wasmtime engine made during that run cannot
-/// install them and see them reset afterwards.
-#[cfg(all(feature = "wasmtime", feature = "wasmedge"))]
-fn wasmtime_handlers_installed() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| drop(wasmtime::Engine::default()));
 }

@@ -106,7 +106,7 @@ fn pooling_engine() -> anyhow::Result<wasmtime::Engine> {
         .total_stacks(n);
     let mut config = super::engine_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Ok(wasmtime::Engine::new(&config)?)
+    super::new_engine(&config)
 }
 
 /// What one request's store holds.

@@ -56,7 +56,15 @@ fn engine_for(wasm_len: usize) -> anyhow::Result<wasmtime::Engine> {
     // this thread, and the worker then keeps no per-thread heaps for the
     // container's whole life.
     config.parallel_compilation(wasm_len >= PARALLEL_COMPILE_MIN_BYTES);
-    Ok(wasmtime::Engine::new(&config)?)
+    new_engine(&config)
+}
+
+/// `wasmtime::Engine::new`, never during a WasmEdge run: the first engine
+/// installs wasmtime's trap handlers, which that run would reset (see
+/// `engine::faults`). Every wasmtime engine of the library is made here.
+fn new_engine(config: &wasmtime::Config) -> anyhow::Result<wasmtime::Engine> {
+    let _faults = crate::engine::faults::shared();
+    Ok(wasmtime::Engine::new(config)?)
 }
 
 /// The cache key of `wasm` for `engine`: wasmtime's precompile compatibility
@@ -337,11 +345,11 @@ mod tests {
         assert_eq!(small, big);
         let mut config = engine_config();
         config.cranelift_opt_level(wasmtime::OptLevel::None);
-        let other = key_for(&wasmtime::Engine::new(&config).unwrap(), wasm);
+        let other = key_for(&new_engine(&config).unwrap(), wasm);
         assert_ne!(small, other);
         let mut config = engine_config();
         config.wasm_simd(false).wasm_relaxed_simd(false);
-        let other = key_for(&wasmtime::Engine::new(&config).unwrap(), wasm);
+        let other = key_for(&new_engine(&config).unwrap(), wasm);
         assert_ne!(small, other);
         assert_eq!(WasmtimeEngine::new().cache_key(wasm).unwrap(), Some(small));
     }
